@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// tmpfsMagic is TMPFS_MAGIC from linux/magic.h.
+const tmpfsMagic = 0x01021994
+
+// sameDisk reports whether dir is on the same filesystem as ref and is not a
+// tmpfs.
+func sameDisk(dir, ref string) (bool, error) {
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		return false, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	if fs.Type == tmpfsMagic {
+		return false, nil
+	}
+	var a, b syscall.Stat_t
+	if err := syscall.Stat(dir, &a); err != nil {
+		return false, fmt.Errorf("stat %s: %w", dir, err)
+	}
+	if err := syscall.Stat(ref, &b); err != nil {
+		return false, fmt.Errorf("stat %s: %w", ref, err)
+	}
+	return a.Dev == b.Dev, nil
+}
+
+// dieWithParent makes the child get SIGKILL when bench dies, so that no
+// server outlives an interrupted run.
+func dieWithParent(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
+
+// flushAll writes every dirty page back, so that one transfer's writeback is
+// not paid by the next one.
+func flushAll() { syscall.Sync() }
+
+// idleTarget is the share of idle CPU time over one sample window that
+// counts as a quiet machine.
+const idleTarget = 0.85
+
+// waitIdle waits until the CPUs were at least idleTarget idle over a 250 ms
+// window, at most limit. It returns the last idle share and whether the target
+// was reached. On a 2-core box one busy process (another test run, a build)
+// changes a 1 GiB transfer by half, so a timed transfer should not start
+// next to one.
+func waitIdle(ctx context.Context, limit time.Duration) (float64, bool) {
+	deadline := time.Now().Add(limit)
+	idle := 0.0
+	prevIdle, prevTotal, err := cpuTimes()
+	if err != nil {
+		return 0, true // no /proc/stat: nothing to wait for
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return idle, true
+		case <-time.After(250 * time.Millisecond):
+		}
+		i, t, err := cpuTimes()
+		if err != nil {
+			return 0, true
+		}
+		if t > prevTotal {
+			idle = float64(i-prevIdle) / float64(t-prevTotal)
+		}
+		if idle >= idleTarget {
+			return idle, true
+		}
+		if time.Now().After(deadline) {
+			return idle, false
+		}
+		prevIdle, prevTotal = i, t
+	}
+}
+
+// cpuTimes reads the idle (idle + iowait) and total jiffies of all CPUs.
+func cpuTimes() (idle, total uint64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 6 || fields[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	for i, f := range fields[1:] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		total += v
+		if i == 3 || i == 4 { // idle, iowait
+			idle += v
+		}
+	}
+	return idle, total, nil
+}

@@ -1,0 +1,22 @@
+// Package storage owns ftpgate's local tree: the jails users see, the names
+// they may use, atomic and resumable uploads, and the group and mode of
+// everything ftpgate writes.
+//
+// A [Root] is opened once on the storage root. [Root.Jail] gives each session
+// an [FS] confined with [os.Root] to the user's home, so neither "..", nor an
+// absolute name, nor a symlink pointing out can reach a file outside it. All
+// names an [FS] accepts are the slash paths an FTP client sends; every error
+// it returns is a [*PathError] carrying that virtual path, never a real one.
+//
+// Uploads ([FS.OpenUpload]) stream into a hidden part file in the target
+// directory, hashing with SHA-256 and starting writeback as bytes arrive.
+// [Upload.Commit] fsyncs, renames the part to its final name and fsyncs the
+// directory, so a final name never holds a partial file. [Upload.Abort]
+// keeps the part so that the same user can resume it (REST + STOR or APPE)
+// until [Root.SweepParts] removes it after [Policy.ResumeTTL]. Parts are
+// recorded in a small registry under [Policy.StateDir], so sweeping never
+// walks the data tree.
+//
+// The package knows nothing about FTP: the server package wraps [FS] into an
+// ftpserverlib driver.
+package storage

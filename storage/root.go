@@ -1,0 +1,297 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Policy is how everything ftpgate writes is created. The conf package fills
+// it from [storage]; a zero FileMode, DirMode or ResumeTTL takes the default
+// noted on the field.
+type Policy struct {
+	// GID is the group of created files and directories; -1 leaves the
+	// group the kernel gives (note that 0 means the group root).
+	GID int
+	// FileMode is the exact mode of created files: permission bits only,
+	// the umask never applies. Default 0644.
+	FileMode fs.FileMode
+	// DirMode is the exact mode of created directories: permission bits
+	// plus optionally fs.ModeSetgid and fs.ModeSticky. Default 0755.
+	//
+	// Both modes may also be written the Unix way, fs.FileMode(0o2775):
+	// the 0o4000, 0o2000 and 0o1000 bits are read as setuid, setgid and
+	// sticky.
+	DirMode fs.FileMode
+	// Fsync makes an upload durable before Upload.Commit returns.
+	Fsync bool
+	// ResumeTTL is how long an interrupted upload's part is kept for
+	// resuming. Default 24h.
+	ResumeTTL time.Duration
+	// StateDir is where the registry of part files lives (in "parts/").
+	// Required, and never inside the storage root.
+	StateDir string
+}
+
+// Default policy values for zero fields.
+const (
+	DefaultFileMode  fs.FileMode   = 0o644
+	DefaultDirMode   fs.FileMode   = 0o755
+	DefaultResumeTTL time.Duration = 24 * time.Hour
+)
+
+func (p Policy) withDefaults() Policy {
+	p.FileMode, p.DirMode = goMode(p.FileMode), goMode(p.DirMode)
+	if p.FileMode == 0 {
+		p.FileMode = DefaultFileMode
+	}
+	if p.DirMode == 0 {
+		p.DirMode = DefaultDirMode
+	}
+	if p.ResumeTTL == 0 {
+		p.ResumeTTL = DefaultResumeTTL
+	}
+	return p
+}
+
+// goMode turns the Unix special bits of a mode written as octal into Go's.
+func goMode(m fs.FileMode) fs.FileMode {
+	for _, b := range [...]struct{ octal, gobit fs.FileMode }{
+		{0o4000, fs.ModeSetuid}, {0o2000, fs.ModeSetgid}, {0o1000, fs.ModeSticky},
+	} {
+		if m&b.octal != 0 {
+			m = m&^b.octal | b.gobit
+		}
+	}
+	return m
+}
+
+func (p Policy) validate() error {
+	switch {
+	case p.FileMode&^fs.ModePerm != 0:
+		return fmt.Errorf("file mode %v: only permission bits are allowed", p.FileMode)
+	case p.DirMode&^(fs.ModePerm|fs.ModeSetgid|fs.ModeSticky) != 0:
+		return fmt.Errorf("dir mode %v: only permission, setgid and sticky bits are allowed", p.DirMode)
+	case p.GID < -1:
+		return fmt.Errorf("gid %d: must be -1 or a group ID", p.GID)
+	case p.ResumeTTL < 0:
+		return fmt.Errorf("resume TTL %v: must not be negative", p.ResumeTTL)
+	case p.StateDir == "":
+		return errors.New("state dir: required")
+	}
+	return nil
+}
+
+// Root is the storage root that jails are cut from. It owns the policy, the
+// registry of part files and the set of uploads in progress. It is safe for
+// concurrent use; [FS] values obtained from it stay usable after Close.
+type Root struct {
+	root   *os.Root
+	pol    Policy
+	reg    registry
+	escape error // os.Root's error for a path that leaves it
+
+	mu     sync.Mutex
+	active map[string]struct{} // root-relative part paths in use
+}
+
+// Open opens the storage root, an existing directory, under pol, and
+// creates pol.StateDir/parts (mode 0700) for the part registry.
+func Open(root string, pol Policy) (*Root, error) {
+	pol = pol.withDefaults()
+	if err := pol.validate(); err != nil {
+		return nil, fmt.Errorf("storage policy: %w", err)
+	}
+	osr, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("open storage root: %w", err)
+	}
+	r := &Root{root: osr, pol: pol, active: make(map[string]struct{})}
+	if err := r.openState(root); err != nil {
+		osr.Close()
+		return nil, err
+	}
+	// os.Root does not export the error it returns for a path that leaves
+	// it; take it from a refused lookup so it can be matched by identity.
+	if _, err := osr.Lstat(".."); err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			r.escape = pe.Err
+		}
+	}
+	return r, nil
+}
+
+func (r *Root) openState(root string) error {
+	// Checked before anything is created, so a mistake never leaves a
+	// state directory in the data tree.
+	inside, err := within(root, r.pol.StateDir)
+	if err != nil {
+		return err
+	}
+	if inside {
+		return fmt.Errorf("state dir %s: must not be inside the storage root %s", r.pol.StateDir, root)
+	}
+	dir := filepath.Join(r.pol.StateDir, "parts")
+	if err := os.MkdirAll(r.pol.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create part registry: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("create part registry: %w", err)
+	}
+	r.reg = registry{dir: dir}
+	return nil
+}
+
+// within reports whether dir is root or below it, after resolving symlinks
+// (for dir, those of its longest existing prefix).
+func within(root, dir string) (bool, error) {
+	rr, err := resolvePath(root)
+	if err != nil {
+		return false, fmt.Errorf("resolve storage root: %w", err)
+	}
+	dr, err := resolvePath(dir)
+	if err != nil {
+		return false, fmt.Errorf("resolve state dir: %w", err)
+	}
+	rel, err := filepath.Rel(rr, dr)
+	if err != nil {
+		return false, nil
+	}
+	return rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)), nil
+}
+
+func resolvePath(p string) (string, error) {
+	p, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	var rest []string
+	for {
+		resolved, err := filepath.EvalSymlinks(p)
+		if err == nil {
+			return filepath.Join(append([]string{resolved}, rest...)...), nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return "", err
+		}
+		rest = append([]string{filepath.Base(p)}, rest...)
+		p = parent
+	}
+}
+
+// Close releases the root's descriptor. Jails opened from it keep working
+// until their own Close; SweepParts does not.
+func (r *Root) Close() error { return r.root.Close() }
+
+// Jail returns the FS of user, confined to home: a slash path relative to
+// the storage root, already clean, "." for the whole root. Missing
+// components of home are created with the policy, so a new uploader's home
+// appears on first login. A readOnly FS refuses every change.
+func (r *Root) Jail(home, user string, readOnly bool) (*FS, error) {
+	if err := checkHome(home); err != nil {
+		return nil, &PathError{Op: "jail", Path: home, Err: err}
+	}
+	if home != "." {
+		if err := r.mkdirAll(r.root, home); err != nil {
+			return nil, &PathError{Op: "jail", Path: home, Err: classify(err, r.escape)}
+		}
+	}
+	jail, err := r.root.OpenRoot(home)
+	if err != nil {
+		return nil, &PathError{Op: "jail", Path: home, Err: classify(err, r.escape)}
+	}
+	return &FS{r: r, jail: jail, home: home, user: user, readOnly: readOnly}, nil
+}
+
+// mkdirAll creates every missing component of rel in dir with the policy.
+func (r *Root) mkdirAll(dir *os.Root, rel string) error {
+	for i := 1; i <= len(rel); i++ {
+		if i < len(rel) && rel[i] != '/' {
+			continue
+		}
+		p := rel[:i]
+		err := r.mkdir(dir, p)
+		if errors.Is(err, fs.ErrExist) {
+			fi, serr := dir.Stat(p)
+			if serr != nil {
+				return serr
+			}
+			if !fi.IsDir() {
+				return syscall.ENOTDIR
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mkdir creates rel in dir and gives it the policy's group and mode on its
+// descriptor. A directory that cannot get the policy is removed again.
+func (r *Root) mkdir(dir *os.Root, rel string) error {
+	if err := dir.Mkdir(rel, 0o700); err != nil {
+		return err
+	}
+	if err := r.applyDir(dir, rel); err != nil {
+		_ = dir.Remove(rel)
+		return err
+	}
+	return nil
+}
+
+func (r *Root) applyDir(dir *os.Root, rel string) error {
+	d, err := dir.OpenFile(rel, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	err = r.applyPolicy(d, r.pol.DirMode)
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// applyPolicy sets group then mode on an open descriptor: chown clears the
+// setgid bit, so the order matters, and acting on the descriptor leaves no
+// window in which the name could point elsewhere.
+func (r *Root) applyPolicy(f *os.File, mode fs.FileMode) error {
+	if r.pol.GID >= 0 {
+		if err := f.Chown(-1, r.pol.GID); err != nil {
+			return err
+		}
+	}
+	return f.Chmod(mode)
+}
+
+// acquire marks the part key as in use; false if it already is.
+func (r *Root) acquire(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, busy := r.active[key]; busy {
+		return false
+	}
+	r.active[key] = struct{}{}
+	return true
+}
+
+func (r *Root) release(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.active, key)
+}

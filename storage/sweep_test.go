@@ -1,0 +1,88 @@
+package storage
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestSweepParts(t *testing.T) {
+	e := newEnv(t, nil)
+	f := e.jail("uploads/dj1", "dj1", false)
+	if err := f.Mkdir("/sub", 0); err != nil {
+		t.Fatal(err)
+	}
+	interrupted(t, f, "/a.wav", 0, false, "partial a")
+	interrupted(t, f, "/sub/b.wav", 0, false, "partial b")
+	active, err := f.OpenUpload("/c.wav", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := active.Write([]byte("in progress")); err != nil {
+		t.Fatal(err)
+	}
+	// Registry entries whose part is gone, or that were not written by
+	// ftpgate, or a leftover temporary entry.
+	if err := e.root.reg.put("uploads/dj1/" + PartPrefix + "gone"); err != nil {
+		t.Fatal(err)
+	}
+	junk := filepath.Join(e.pol.StateDir, "parts", "junk")
+	if err := os.WriteFile(junk, []byte("../../etc/passwd"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(e.pol.StateDir, "parts", tmpPrefix+"123")
+	if err := os.WriteFile(tmp, []byte("uploads/dj1/x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.write("uploads/dj1/keep.txt", "not a part")
+	if e.entries() != 6 {
+		t.Fatalf("entries = %d, want 6", e.entries())
+	}
+
+	now := time.Now()
+	tests := []struct {
+		name        string
+		now         time.Time
+		wantRemoved int
+		wantParts   int // in uploads/dj1 and sub
+		wantEntries int
+		wantTmp     bool
+	}{
+		// Fresh parts stay; the dangling and the junk entries go.
+		{"before the TTL", now, 0, 3, 4, true},
+		{"just before the TTL", now.Add(testTTL - time.Minute), 0, 3, 4, true},
+		// Expired parts and the stale temporary entry go; the upload in
+		// progress stays.
+		{"after the TTL", now.Add(testTTL + time.Minute), 2, 1, 1, false},
+		{"again", now.Add(testTTL + time.Minute), 0, 1, 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			removed, err := e.root.SweepParts(tt.now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts := len(e.parts("uploads/dj1")) + len(e.parts("uploads/dj1/sub"))
+			if removed != tt.wantRemoved || parts != tt.wantParts || e.entries() != tt.wantEntries {
+				t.Fatalf("removed %d, parts %d, entries %d; want %d, %d, %d",
+					removed, parts, e.entries(), tt.wantRemoved, tt.wantParts, tt.wantEntries)
+			}
+			if _, err := os.Stat(tmp); (err == nil) != tt.wantTmp {
+				t.Fatalf("temporary entry: %v, want present %v", err, tt.wantTmp)
+			}
+		})
+	}
+	if e.read("uploads/dj1/keep.txt") != "not a part" {
+		t.Fatal("the sweep touched a file")
+	}
+	if _, err := f.Stat("/a.wav"); err == nil {
+		t.Fatal("an expired part is still offered for resume")
+	}
+	if _, err := active.Commit(); err != nil {
+		t.Fatalf("Commit after the sweep: %v", err)
+	}
+	if e.read("uploads/dj1/c.wav") != "in progress" || e.entries() != 0 {
+		t.Fatalf("after Commit: entries %d", e.entries())
+	}
+}

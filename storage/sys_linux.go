@@ -1,0 +1,26 @@
+package storage
+
+import "golang.org/x/sys/unix"
+
+// syncRange starts writeback of [off, off+n) or, with wait, writes it out
+// and waits until it is on disk.
+func syncRange(fd int, off, n int64, wait bool) error {
+	flags := unix.SYNC_FILE_RANGE_WRITE
+	if wait {
+		flags |= unix.SYNC_FILE_RANGE_WAIT_BEFORE | unix.SYNC_FILE_RANGE_WAIT_AFTER
+	}
+	return unix.SyncFileRange(fd, off, n, flags)
+}
+
+// availableBytes is statfs's space available to unprivileged users.
+func availableBytes(fd int) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return 0, err
+	}
+	bsize := int64(st.Frsize)
+	if bsize <= 0 {
+		bsize = int64(st.Bsize)
+	}
+	return int64(st.Bavail) * bsize, nil
+}

@@ -1,0 +1,399 @@
+package storage
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+)
+
+func TestAtomicUpload(t *testing.T) {
+	for _, fsync := range []bool{false, true} {
+		t.Run(map[bool]string{false: "nofsync", true: "fsync"}[fsync], func(t *testing.T) {
+			e := newEnv(t, func(p *Policy) { p.Fsync = fsync })
+			f := e.jail("uploads/dj1", "dj1", false)
+			e.write("uploads/dj1/old.wav", "old content")
+
+			for _, name := range []string{"/a.wav", "/old.wav"} {
+				before := ""
+				if e.exists("uploads/dj1" + name) {
+					before = e.read("uploads/dj1" + name)
+				}
+				u, err := f.OpenUpload(name, 0, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				data := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+				if _, err := u.Write(data); err != nil {
+					t.Fatal(err)
+				}
+				if pos, err := u.Seek(0, io.SeekCurrent); err != nil || pos != int64(len(data)) {
+					t.Fatalf("Seek = %d, %v", pos, err)
+				}
+				// Until Commit, the final name holds what it held before,
+				// and listings show no part.
+				if before == "" && e.exists("uploads/dj1"+name) {
+					t.Fatal("final name exists before Commit")
+				}
+				if before != "" && e.read("uploads/dj1"+name) != before {
+					t.Fatal("final file changed before Commit")
+				}
+				infos, err := f.ReadDir("/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, fi := range infos {
+					if IsPartName(fi.Name()) {
+						t.Fatalf("ReadDir shows part %s", fi.Name())
+					}
+				}
+				if len(e.parts("uploads/dj1")) != 1 || e.entries() != 1 {
+					t.Fatalf("parts %v, entries %d", e.parts("uploads/dj1"), e.entries())
+				}
+
+				res, err := u.Commit()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := e.read("uploads/dj1" + name); got != string(data) {
+					t.Fatal("content differs after Commit")
+				}
+				fi, err := os.Stat(e.path("uploads/dj1" + name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := Result{Path: "uploads/dj1" + name, Size: int64(len(data)), SHA256: sha256.Sum256(data), ModTime: fi.ModTime()}
+				if res != want {
+					t.Fatalf("Result = %+v, want %+v", res, want)
+				}
+				if len(e.parts("uploads/dj1")) != 0 || e.entries() != 0 {
+					t.Fatal("part or registry entry left after Commit")
+				}
+				if _, err := u.Commit(); !errors.Is(err, fs.ErrClosed) {
+					t.Fatalf("second Commit: %v", err)
+				}
+				if err := u.Abort(); err != nil {
+					t.Fatalf("Abort after Commit: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestUploadEdgeCases(t *testing.T) {
+	e := newEnv(t, nil)
+	f := e.jail("u", "u", false)
+	if err := f.Mkdir("/d", 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.OpenUpload("/d", 0, false)
+	wantErr(t, err, "/d", ErrIsDir)
+	_, err = f.OpenUpload("/", 0, false)
+	wantErr(t, err, "/", ErrIsDir)
+	_, err = f.OpenUpload("/missing/x", 0, false)
+	wantErr(t, err, "/missing/x", fs.ErrNotExist)
+	_, err = f.OpenUpload("/x", -1, false)
+	wantErr(t, err, "/x", fs.ErrInvalid)
+	if e.entries() != 0 {
+		t.Fatalf("refused uploads left %d registry entries", e.entries())
+	}
+
+	// The final name becomes a directory while the upload runs: Commit
+	// fails and the part survives for a resume under the same name.
+	u, err := f.OpenUpload("/x", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(u, "hello")
+	if err := os.Mkdir(e.path("u/x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = u.Commit()
+	wantErr(t, err, "/x", ErrIsDir)
+	if len(e.parts("u")) != 1 || e.entries() != 1 {
+		t.Fatal("Commit onto a directory lost the part")
+	}
+	if err := os.Remove(e.path("u/x")); err != nil {
+		t.Fatal(err)
+	}
+	u, err = f.OpenUpload("/x", 5, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(u, " world")
+	if res, err := u.Commit(); err != nil || e.read("u/x") != "hello world" || res.SHA256 != sha256.Sum256([]byte("hello world")) {
+		t.Fatalf("Commit after resume: %v", err)
+	}
+
+	// Only the current position can be sought.
+	u, err = f.OpenUpload("/y", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Seek(3, io.SeekStart); !errors.Is(err, fs.ErrInvalid) {
+		t.Fatalf("Seek(3) err = %v", err)
+	}
+	if n, err := u.Seek(0, io.SeekEnd); n != 0 || err != nil {
+		t.Fatalf("Seek(0, end) = %d, %v", n, err)
+	}
+	// The same user may not upload the same name twice at once; others
+	// may, and so may the same user once the first is over.
+	_, err = f.OpenUpload("/y", 0, false)
+	wantErr(t, err, "/y", ErrBusy)
+	other, err := e.jail("u", "v", false).OpenUpload("/y", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Abort()
+	if err := u.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	u, err = f.OpenUpload("/y", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An empty upload commits an empty file; an empty abort leaves no part.
+	if res, err := u.Commit(); err != nil || res.Size != 0 || res.SHA256 != sha256.Sum256(nil) {
+		t.Fatalf("empty Commit = %+v, %v", res, err)
+	}
+	if _, err := u.Write([]byte("x")); !errors.Is(err, fs.ErrClosed) {
+		t.Fatalf("Write after Commit: %v", err)
+	}
+	if len(e.parts("u")) != 0 || e.entries() != 0 {
+		t.Fatalf("parts %v, entries %d", e.parts("u"), e.entries())
+	}
+}
+
+// TestResume walks the ways a client continues an interrupted upload.
+// full is the file the client means to upload; every path must end with
+// exactly full and its SHA-256.
+func TestResume(t *testing.T) {
+	full := make([]byte, 3<<20+12345)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range full {
+		full[i] = byte(rng.Uint32())
+	}
+	half := int64(len(full) / 2)
+	type step struct {
+		offset     int64
+		appendMode bool
+		from, to   int64 // bytes of full this step sends
+		commit     bool
+	}
+	tests := []struct {
+		name  string
+		final []byte // existing file before the first step
+		steps []step
+		want  []byte
+	}{
+		{
+			name:  "REST at the part's size",
+			steps: []step{{0, false, 0, half, false}, {half, false, half, int64(len(full)), true}},
+			want:  full,
+		},
+		{
+			name: "REST below the part's size cuts it",
+			steps: []step{
+				{0, false, 0, half + 1000, false},
+				{half, false, half, int64(len(full)), true},
+			},
+			want: full,
+		},
+		{
+			name: "two interruptions",
+			steps: []step{
+				{0, false, 0, 1000, false},
+				{1000, false, 1000, half, false},
+				{half, false, half, int64(len(full)), true},
+			},
+			want: full,
+		},
+		{
+			name:  "APPE continues the part",
+			steps: []step{{0, false, 0, half, false}, {0, true, half, int64(len(full)), true}},
+			want:  full,
+		},
+		{
+			name:  "APPE to an existing file",
+			final: full[:half],
+			steps: []step{{0, true, half, int64(len(full)), true}},
+			want:  full,
+		},
+		{
+			name:  "APPE interrupted then resumed",
+			final: full[:1000],
+			steps: []step{{0, true, 1000, half, false}, {half, false, half, int64(len(full)), true}},
+			want:  full,
+		},
+		{
+			name:  "APPE to nothing",
+			steps: []step{{0, true, 0, int64(len(full)), true}},
+			want:  full,
+		},
+		{
+			name:  "STOR from 0 replaces an old part",
+			final: []byte("old"),
+			steps: []step{{0, false, 0, half, false}, {0, false, 0, int64(len(full)), true}},
+			want:  full,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(p *Policy) { p.Fsync = true })
+			if tt.final != nil {
+				e.write("u/f.bin", string(tt.final))
+			}
+			f := e.jail("u", "dj", false)
+			for i, s := range tt.steps {
+				u, err := f.OpenUpload("/f.bin", s.offset, s.appendMode)
+				if err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				// Write in odd-sized pieces, as a network would.
+				for p := s.from; p < s.to; {
+					n := min(s.to-p, 100_000+p%7777)
+					if _, err := u.Write(full[p : p+n]); err != nil {
+						t.Fatal(err)
+					}
+					p += n
+				}
+				if !s.commit {
+					if err := u.Abort(); err != nil {
+						t.Fatal(err)
+					}
+					// SIZE offers the resume: Stat shows the part under
+					// the final name, and the final file is untouched.
+					fi, err := f.Stat("/f.bin")
+					if err != nil || fi.Size() != s.to || fi.Name() != "f.bin" {
+						t.Fatalf("step %d: Stat = %v, %v; want size %d", i, fi, err, s.to)
+					}
+					if tt.final != nil && e.read("u/f.bin") != string(tt.final) {
+						t.Fatalf("step %d: final file changed", i)
+					}
+					continue
+				}
+				res, err := u.Commit()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.SHA256 != sha256.Sum256(tt.want) || res.Size != int64(len(tt.want)) {
+					t.Fatalf("Result = %d bytes %x", res.Size, res.SHA256)
+				}
+			}
+			if got := e.read("u/f.bin"); got != string(tt.want) {
+				t.Fatalf("content: %d bytes, want %d", len(got), len(tt.want))
+			}
+			if len(e.parts("u")) != 0 || e.entries() != 0 {
+				t.Fatal("part or registry entry left")
+			}
+		})
+	}
+}
+
+func TestResumeRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	e.write("u/f", "complete")
+	f := e.jail("u", "dj", false)
+	// No part: REST restarts from 0 (the client is told the part is gone).
+	_, err := f.OpenUpload("/f", 3, false)
+	wantErr(t, err, "/f", fs.ErrNotExist)
+	_, err = f.OpenUpload("/g", 3, false)
+	wantErr(t, err, "/g", fs.ErrNotExist)
+
+	interrupted(t, f, "/f", 0, false, "part")
+	_, err = f.OpenUpload("/f", 5, false)
+	wantErr(t, err, "/f", fs.ErrNotExist)
+	// Another user neither sees nor resumes dj's part.
+	admin := e.jail(".", "admin", false)
+	if fi, err := admin.Stat("/u/f"); err != nil || fi.Size() != int64(len("complete")) {
+		t.Fatalf("admin Stat = %v, %v", fi, err)
+	}
+	_, err = admin.OpenUpload("/u/f", 4, false)
+	wantErr(t, err, "/u/f", fs.ErrNotExist)
+	if e.entries() != 1 || len(e.parts("u")) != 1 {
+		t.Fatalf("entries %d, parts %v", e.entries(), e.parts("u"))
+	}
+}
+
+// TestStatPart checks which of the final file and the part Stat reports.
+func TestStatPart(t *testing.T) {
+	e := newEnv(t, nil)
+	f := e.jail("u", "dj", false)
+	interrupted(t, f, "/new", 0, false, "12345")
+	e.write("u/old", "complete file")
+	interrupted(t, f, "/old", 0, false, "123")
+	part := e.parts("u")
+	if len(part) != 2 {
+		t.Fatalf("parts = %v", part)
+	}
+	partOfOld := e.path("u/" + partName("dj", "/old"))
+	past, future := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+
+	fi, err := f.Stat("/new")
+	if err != nil || fi.Size() != 5 || fi.Name() != "new" || !fi.Mode().IsRegular() {
+		t.Fatalf("Stat(new) = %v, %v", fi, err)
+	}
+	for _, tt := range []struct {
+		name           string
+		final, partMod time.Time
+		want           int64
+	}{
+		{"part newer", past, future, 3},
+		{"final newer", future, past, int64(len("complete file"))},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := os.Chtimes(e.path("u/old"), tt.final, tt.final); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(partOfOld, tt.partMod, tt.partMod); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := f.Stat("/old")
+			if err != nil || fi.Size() != tt.want || fi.Name() != "old" {
+				t.Fatalf("Stat = %v, %v; want size %d", fi, err, tt.want)
+			}
+		})
+	}
+	// Readers have no parts; the part's own name is not a file.
+	r := e.jail("u", "dj", true)
+	if _, err := r.Stat("/new"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("reader Stat(new) = %v", err)
+	}
+	_, err = f.Stat("/" + partName("dj", "/new"))
+	wantErr(t, err, "", ErrInvalidName)
+}
+
+// TestWriteback uploads past several writeback chunks with fsync on, and
+// checks that the bytes and the hash survive the range syncs.
+func TestWriteback(t *testing.T) {
+	e := newEnv(t, func(p *Policy) { p.Fsync = true })
+	f := e.jail("u", "u", false)
+	data := make([]byte, 3*writebackChunk+4321)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	u, err := f.OpenUpload("/big", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := 0; p < len(data); p += 1 << 20 {
+		if _, err := u.Write(data[p:min(p+1<<20, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !u.wb || u.wbNext != 3*writebackChunk || u.wbPrev != 2*writebackChunk {
+		t.Fatalf("writeback state: on %v, prev %d, next %d", u.wb, u.wbPrev, u.wbNext)
+	}
+	res, err := u.Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SHA256 != sha256.Sum256(data) || e.read("u/big") != string(data) {
+		t.Fatal("content or hash differs")
+	}
+}
