@@ -33,6 +33,8 @@ type session struct {
 	ip     netip.Addr
 	remote string
 	login  *time.Timer // closes the connection if no login in time
+	// goroutine runs the session's commands (see goroutineID)
+	goroutine uint64
 
 	// set once at login, read by the same session's transfers afterwards
 	user   string
@@ -85,11 +87,15 @@ func (d driver) ClientConnected(cc ftpserver.ClientContext) (string, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sess := &session{
 		ctx: ctx, cancel: cancel,
-		ip:     addrIP(cc.RemoteAddr()),
-		remote: cc.RemoteAddr().String(),
+		goroutine: goroutineID(),
+		ip:        addrIP(cc.RemoteAddr()),
+		remote:    cc.RemoteAddr().String(),
 	}
 	sess.log = s.log.With("session", cc.ID(), "remote", sess.remote)
 	cc.SetExtra(sess)
+	s.mu.Lock()
+	s.byGoroutine[goroutineID()] = sess
+	s.mu.Unlock()
 	cfg := s.cfg.Load()
 	if cfg.Server.LoginTimeout > 0 {
 		log := sess.log
@@ -107,6 +113,9 @@ func (d driver) ClientDisconnected(cc ftpserver.ClientContext) {
 	if sess == nil {
 		return
 	}
+	s.mu.Lock()
+	delete(s.byGoroutine, sess.goroutine)
+	s.mu.Unlock()
 	if sess.login != nil {
 		sess.login.Stop()
 	}
@@ -176,5 +185,11 @@ func (d driver) GetTLSConfig() (*tls.Config, error) {
 }
 
 func (d driver) WrapPassiveListener(l net.Listener) (net.Listener, error) {
-	return &passiveListener{Listener: l, g: d.s.guard}, nil
+	pl := &passiveListener{Listener: l, g: d.s.guard}
+	d.s.mu.Lock()
+	if sess := d.s.byGoroutine[goroutineID()]; sess != nil {
+		pl.owner = sess.ip
+	}
+	d.s.mu.Unlock()
+	return pl, nil
 }

@@ -240,12 +240,15 @@ func (c *countedConn) Close() error {
 	return err
 }
 
-// passiveListener drops data connections from addresses that hold no
-// logged-in session, so a stray peer cannot occupy a passive port that a
-// client will later use (ftpserverlib keeps a refused connection stored).
+// passiveListener accepts data connections only from its owner's address
+// and drops the rest before ftpserverlib sees them: ftpserverlib keeps a
+// refused connection stored and serves it to a RETR retried without a new
+// PASV/EPSV. Without a known owner it falls back to any address holding a
+// logged-in session.
 type passiveListener struct {
 	net.Listener
-	g *guard
+	g     *guard
+	owner netip.Addr
 }
 
 func (l *passiveListener) Accept() (net.Conn, error) {
@@ -254,7 +257,8 @@ func (l *passiveListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.g.hasSession(addrIP(c.RemoteAddr())) {
+		ip := addrIP(c.RemoteAddr())
+		if l.owner.IsValid() && ip == l.owner || !l.owner.IsValid() && l.g.hasSession(ip) {
 			return c, nil
 		}
 		_ = c.Close()

@@ -72,10 +72,12 @@ type Server struct {
 	// conns are the open control connections by remote address. Closing
 	// one is how the server ends a session from outside it: ftpserverlib's
 	// ClientContext.Close is not safe to call from another goroutine.
-	conns    map[string]*countedConn
-	active   int           // running transfers
-	idle     chan struct{} // closed when active drops to 0 while draining
-	draining bool
+	conns map[string]*countedConn
+	// byGoroutine finds a session from its command goroutine (goroutineID).
+	byGoroutine map[uint64]*session
+	active      int           // running transfers
+	idle        chan struct{} // closed when active drops to 0 while draining
+	draining    bool
 }
 
 // New builds a server for cfg on root. It starts nothing.
@@ -84,12 +86,13 @@ func New(cfg *conf.Config, root *storage.Root, notify Notifier, log *slog.Logger
 		notify = NopNotifier{}
 	}
 	s := &Server{
-		log:    log.With("component", "ftp"),
-		root:   root,
-		notify: notify,
-		now:    time.Now,
-		conns:  map[string]*countedConn{},
-		bufs:   sync.Pool{New: func() any { b := make([]byte, uploadBufSize); return &b }},
+		log:         log.With("component", "ftp"),
+		root:        root,
+		notify:      notify,
+		now:         time.Now,
+		conns:       map[string]*countedConn{},
+		byGoroutine: map[uint64]*session{},
+		bufs:        sync.Pool{New: func() any { b := make([]byte, uploadBufSize); return &b }},
 	}
 	s.guard = newGuard(limitsOf(cfg), s.now)
 	if err := s.apply(cfg); err != nil {
