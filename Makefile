@@ -14,6 +14,8 @@ BIN := $(CURDIR)/bin
 
 MINIO_VERSION     := v0.0.0-20260212201848-7aac2a2c5b7c
 VERSITYGW_VERSION := v1.8.0
+MC_VERSION        := latest
+RCLONE_VERSION    := v1.76.0
 
 # Per test binary; -race on 2 cores keeps the whole `make test` under 15 minutes.
 TEST_TIMEOUT ?= 10m
@@ -43,7 +45,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: help build run deps deps-apt deps-s3 deps-bench test lint bench bench-ftp clean distclean
+.PHONY: help build run deps deps-apt deps-s3 deps-bench test lint bench bench-ftp bench-mirror clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value]"
@@ -86,7 +88,7 @@ deps-apt:
 
 deps-s3: $(BIN)/versitygw ## install a second S3 server (versitygw) for the S3 compatibility tests
 
-deps-bench: deps-apt ## install what `make bench` needs, when missing: vsftpd
+deps-bench: deps-apt $(BIN)/minio $(BIN)/mc $(BIN)/rclone ## install what `make bench` needs, when missing: vsftpd, MinIO, mc, rclone
 	$(call apt_install,vsftpd)
 
 $(BIN)/minio:
@@ -94,6 +96,12 @@ $(BIN)/minio:
 
 $(BIN)/versitygw:
 	GOBIN=$(BIN) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+
+$(BIN)/mc:
+	GOBIN=$(BIN) $(GO) install github.com/minio/mc@$(MC_VERSION)
+
+$(BIN)/rclone:
+	GOBIN=$(BIN) $(GO) install github.com/rclone/rclone@$(RCLONE_VERSION)
 
 test: deps lint ## deps, gofmt and vet, then all tests with -race (integration tests build the binary themselves)
 	PATH="$(BIN):$$PATH" $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
@@ -108,6 +116,9 @@ bench: deps-bench ## every benchmark (go run ./bench all); needs root for vsftpd
 
 bench-ftp: deps-bench ## FTP benchmark, ftpgate vs vsftpd with lftp (go run ./bench ftp)
 	$(GO) run ./bench $(BENCH_FLAGS) ftp
+
+bench-mirror: deps-bench ## mirror benchmark vs mc mirror (--watch) and rclone copy (go run ./bench mirror); BENCH_FLAGS=-large adds the 1M-file RSS run
+	$(GO) run ./bench $(BENCH_FLAGS) mirror
 
 clean: ## remove bin/ftpgate and test artefacts (keeps bin/minio and all data directories)
 	rm -f bin/ftpgate *.test coverage.out coverage.html cover.out *.coverprofile

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"golang.org/x/term"
 
 	"ftpgate/conf"
+	"ftpgate/mirror"
 	"ftpgate/server"
 	"ftpgate/storage"
 )
@@ -58,7 +60,7 @@ func main() {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRootCmd(stdin, stdout, stderr)
 	root.SetArgs(args)
-	err := root.Execute()
+	err := root.ExecuteContext(context.Background())
 	if err == nil {
 		return exitOK
 	}
@@ -95,6 +97,7 @@ bad config or cannot run.`,
 		"config file (default $FTPGATE_CONFIG, then /etc/ftpgate/ftpgate.toml)")
 	root.AddCommand(
 		newServeCmd(),
+		newMirrorCmd(),
 		newConfigCmd(),
 		newPasswdCmd(),
 		&cobra.Command{
@@ -191,9 +194,6 @@ func storagePolicy(cfg *conf.Config) storage.Policy {
 }
 
 func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
-	if parent == nil {
-		parent = context.Background()
-	}
 	if err := os.MkdirAll(cfg.Storage.StateDir, 0o750); err != nil {
 		return usageErr(fmt.Errorf("create state_dir: %w", err))
 	}
@@ -203,10 +203,20 @@ func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
 	}
 	defer root.Close()
 
-	if cfg.S3 == nil {
-		log.Info("mirroring is off: the config has no [s3] section")
+	var notify server.Notifier = server.NopNotifier{}
+	var mir *mirror.Mirror
+	if cfg.S3 == nil || len(cfg.Mirrors) == 0 {
+		log.Info("mirroring is off: the config has no [s3] section or no [[mirror]]")
+	} else {
+		j, m, err := openMirror(cfg, mirror.Options{AllowDeletes: -1}, log)
+		if err != nil {
+			return err
+		}
+		defer j.Close()
+		mir = m
+		notify = uploadNotifier{mir, cfg.Storage.Root}
 	}
-	srv, err := server.New(cfg, root, server.NopNotifier{}, log)
+	srv, err := server.New(cfg, root, notify, log)
 	if err != nil {
 		return usageErr(err)
 	}
@@ -218,6 +228,9 @@ func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
 	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx) })
+	if mir != nil {
+		g.Go(func() error { return mir.Run(ctx) })
+	}
 	g.Go(func() error {
 		reloads(ctx, cfg.Path, srv, log)
 		return nil
@@ -229,6 +242,105 @@ func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
 		return &exitError{exitProblem, err}
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// uploadNotifier hands the FTP server's completed uploads to the mirror.
+type uploadNotifier struct {
+	m    *mirror.Mirror
+	root string // storage.root: server.Upload paths are relative to it
+}
+
+func (n uploadNotifier) UploadCompleted(_ context.Context, u server.Upload) {
+	n.m.Notify(filepath.Join(n.root, filepath.FromSlash(u.Path)), u.Size, u.SHA256, u.ModTime)
+}
+
+// openMirror opens the journal and the store and builds the mirror. The
+// caller closes the journal.
+func openMirror(cfg *conf.Config, opts mirror.Options, log *slog.Logger) (*mirror.Journal, *mirror.Mirror, error) {
+	j, err := mirror.OpenJournal(cfg.Storage.StateDir)
+	if err != nil {
+		return nil, nil, usageErr(err)
+	}
+	store, err := mirror.NewS3Store(*cfg.S3)
+	if err != nil {
+		j.Close()
+		return nil, nil, usageErr(err)
+	}
+	m, err := mirror.New(cfg, store, j, opts, log)
+	if err != nil {
+		j.Close()
+		return nil, nil, usageErr(err)
+	}
+	return j, m, nil
+}
+
+func newMirrorCmd() *cobra.Command {
+	var (
+		dryRun       bool
+		allowDeletes int
+	)
+	cmd := &cobra.Command{
+		Use:   "mirror [MAPPING...]",
+		Short: "One full local-to-bucket pass of the named [[mirror]] mappings (all if none), then exit",
+		Long: `One full pass: walk each mapping's local tree, compare it with the journal and
+the bucket, upload what is new or changed, copy renamed files server-side, and
+delete objects whose local file is gone (remove = true), unless a deletion guard
+trips. Prints a summary. Exit 0 when everything was mirrored, 1 when an
+operation failed or a guard stopped deletions, 2 when it cannot run.
+
+A running "ftpgate serve" holds the journal: stop it first.`,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			cfg, err := loadConfig(cmd, false)
+			if err != nil {
+				return err
+			}
+			if cfg.S3 == nil || len(cfg.Mirrors) == 0 {
+				return usageErr(errors.New("nothing to mirror: the config has no [s3] section or no [[mirror]]"))
+			}
+			if err := knownMappings(cfg, names); err != nil {
+				return usageErr(err)
+			}
+			if !cmd.Flags().Changed("allow-deletes") {
+				allowDeletes = -1
+			}
+			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
+			j, m, err := openMirror(cfg, mirror.Options{
+				DryRun: dryRun, AllowDeletes: allowDeletes, Progress: cmd.ErrOrStderr(),
+			}, log)
+			if err != nil {
+				return err
+			}
+			defer j.Close()
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			sum, err := m.Pass(ctx, names)
+			fmt.Fprint(cmd.OutOrStdout(), sum.String())
+			if err != nil {
+				return usageErr(err)
+			}
+			if !sum.OK() {
+				return &exitError{exitProblem, errors.New("the pass found problems (see the summary)")}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "plan and report, change nothing")
+	cmd.Flags().IntVar(&allowDeletes, "allow-deletes", 0,
+		"let the max_delete/max_delete_ratio guards pass for a plan of at most N deletions")
+	return cmd
+}
+
+func knownMappings(cfg *conf.Config, names []string) error {
+	for _, n := range names {
+		found := false
+		for _, m := range cfg.Mirrors {
+			found = found || m.Name == n
+		}
+		if !found {
+			return fmt.Errorf("no [[mirror]] named %q", n)
+		}
+	}
 	return nil
 }
 

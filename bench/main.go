@@ -32,6 +32,7 @@ type target struct {
 func targets() []target {
 	return []target{
 		{name: "ftp", help: "1 GiB up/down and 2000 × 4 KiB files with lftp, ftpgate vs vsftpd", run: runFTP},
+		{name: "mirror", help: "mirror latency, first sync, no-change pass (+ RSS at 1M files with -large) vs mc/rclone", run: runMirror},
 	}
 }
 
@@ -44,6 +45,7 @@ type options struct {
 	only     string   // "", "ftpgate" or "vsftpd": run one side only
 	dir      string   // parent of the scratch directory; "" = choose
 	keep     bool     // keep the scratch directory
+	large    bool     // mirror: also measure the daemon's RSS at 1M files (slow)
 }
 
 // env is what every target gets. It is not safe for concurrent use.
@@ -70,6 +72,7 @@ func run(args []string) int {
 	fset.StringVar(&opts.only, "only", "", `run one side only: "ftpgate" or "vsftpd" (no ratios)`)
 	fset.StringVar(&opts.dir, "dir", "", "parent of the scratch directory (default: $TMPDIR when it is on the repository's disk and not tmpfs, else ./ftpgate-bench)")
 	fset.BoolVar(&opts.keep, "keep", false, "keep the scratch directory and server logs")
+	fset.BoolVar(&opts.large, "large", false, "mirror: also run (d), the daemon's RSS tracking 1,000,000 files (slow; the tree is kept with -keep)")
 	fset.Usage = func() {
 		w := fset.Output()
 		fmt.Fprintf(w, "usage: go run ./bench [flags] TARGET...\n\ntargets:\n")

@@ -185,33 +185,16 @@ func (h *uploadHandle) Write(p []byte) (int, error) {
 	return n, replyError(err)
 }
 
-// uploadBufSize is the read size from the data connection: large reads keep
-// syscalls and hashing calls few on fast links.
+// uploadBufSize sizes the buffers of Server.bufs. Uploads no longer use
+// them: storage.Upload.ReadFrom receives with its own pipeline.
 const uploadBufSize = 1 << 20
 
-// ReadFrom replaces io.Copy's 32 KiB buffer with a larger one.
+// ReadFrom lets storage receive the upload: it overlaps the SHA-256 of
+// each chunk with receiving and writing the next one.
 func (h *uploadHandle) ReadFrom(r io.Reader) (int64, error) {
-	bp := h.drv.srv.bufs.Get().(*[]byte)
-	defer h.drv.srv.bufs.Put(bp)
-	buf := *bp
-	var total int64
-	for {
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
-			w, werr := h.Write(buf[:n])
-			total += int64(w)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		switch {
-		case rerr == nil:
-		case errors.Is(rerr, io.EOF), errors.Is(rerr, io.ErrUnexpectedEOF):
-			return total, nil
-		default:
-			return total, rerr
-		}
-	}
+	n, err := h.up.ReadFrom(r)
+	h.n += n
+	return n, replyError(err)
 }
 
 func (h *uploadHandle) Seek(offset int64, whence int) (int64, error) {

@@ -86,3 +86,24 @@ func TestGuardSessions(t *testing.T) {
 		t.Fatal("session seen after the last logout")
 	}
 }
+
+func TestPassivePorts(t *testing.T) {
+	p := passivePorts{start: 30000, end: 30009}
+	if n := p.NumberAttempts(); n != 10 {
+		t.Fatalf("NumberAttempts = %d, want 10", n)
+	}
+	seen := map[int]bool{}
+	for range 1000 {
+		exposed, listened, ok := p.FetchNext()
+		if !ok || exposed != listened || exposed < 30000 || exposed > 30009 {
+			t.Fatalf("FetchNext = %d, %d, %v", exposed, listened, ok)
+		}
+		seen[exposed] = true
+	}
+	if len(seen) != 10 {
+		t.Fatalf("1000 draws reached %d of 10 ports", len(seen))
+	}
+	if port, _, ok := (passivePorts{start: 2, end: 2}).FetchNext(); !ok || port != 2 {
+		t.Fatalf("single-port range: %d, %v", port, ok)
+	}
+}

@@ -114,14 +114,25 @@ func (e *env) parts(dir string) []string {
 	return m
 }
 
-// entries counts the registry's entries.
+// entries counts the registry's entries: the journal's live keys plus any
+// other file in parts/ (entries of the one-file-per-part layout, or junk).
 func (e *env) entries() int {
 	e.t.Helper()
 	des, err := os.ReadDir(filepath.Join(e.pol.StateDir, "parts"))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return len(des)
+	keys, err := e.root.reg.live()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	n := len(keys)
+	for _, de := range des {
+		if de.Name() != journalName && de.Name() != journalTmp {
+			n++
+		}
+	}
+	return n
 }
 
 // put uploads content to name in one go.

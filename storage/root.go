@@ -94,8 +94,10 @@ func (p Policy) validate() error {
 type Root struct {
 	root   *os.Root
 	pol    Policy
-	reg    registry
-	escape error // os.Root's error for a path that leaves it
+	reg    *registry
+	dirs   dirSyncer // group commit of directory fsyncs
+	bufs   sync.Pool // *[]byte of recvChunk bytes, for Upload.ReadFrom
+	escape error     // os.Root's error for a path that leaves it
 
 	mu     sync.Mutex
 	active map[string]struct{} // root-relative part paths in use
@@ -113,6 +115,7 @@ func Open(root string, pol Policy) (*Root, error) {
 		return nil, fmt.Errorf("open storage root: %w", err)
 	}
 	r := &Root{root: osr, pol: pol, active: make(map[string]struct{})}
+	r.bufs.New = func() any { b := make([]byte, recvChunk); return &b }
 	if err := r.openState(root); err != nil {
 		osr.Close()
 		return nil, err
@@ -148,7 +151,11 @@ func (r *Root) openState(root string) error {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return fmt.Errorf("create part registry: %w", err)
 	}
-	r.reg = registry{dir: dir}
+	reg, err := openRegistry(dir)
+	if err != nil {
+		return fmt.Errorf("open part registry: %w", err)
+	}
+	r.reg = reg
 	return nil
 }
 
@@ -193,9 +200,15 @@ func resolvePath(p string) (string, error) {
 	}
 }
 
-// Close releases the root's descriptor. Jails opened from it keep working
+// Close releases the root's descriptors. Jails opened from it keep working
 // until their own Close; SweepParts does not.
-func (r *Root) Close() error { return r.root.Close() }
+func (r *Root) Close() error {
+	err := r.root.Close()
+	if rerr := r.reg.close(); err == nil {
+		err = rerr
+	}
+	return err
+}
 
 // Jail returns the FS of user, confined to home: a slash path relative to
 // the storage root, already clean, "." for the whole root. Missing

@@ -86,3 +86,69 @@ func TestSweepParts(t *testing.T) {
 		t.Fatalf("after Commit: entries %d", e.entries())
 	}
 }
+
+// TestRegistryJournal checks what the journal keeps across a restart: torn
+// and foreign lines are dropped, the live keys survive a rewrite, an entry
+// file of the one-file-per-part layout is still swept, and the journal is
+// rewritten once it has grown enough.
+func TestRegistryJournal(t *testing.T) {
+	e := newEnv(t, nil)
+	f := e.jail("uploads/dj1", "dj1", false)
+	interrupted(t, f, "/a.wav", 0, false, "partial a")
+	put(t, f, "/done.wav", "complete")
+	journal := filepath.Join(e.pol.StateDir, "parts", journalName)
+	keyA := "uploads/dj1/" + partName("dj1", "/a.wav")
+
+	// A part left by the old layout, with its entry file.
+	old := "uploads/dj1/" + partName("dj1", "/old.wav")
+	e.write(old, "old partial")
+	if err := os.WriteFile(filepath.Join(e.pol.StateDir, "parts", legacyEntry(old)), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Foreign lines, and a line torn by a crash.
+	fj, err := os.OpenFile(journal, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fj.WriteString("+../../etc/passwd\n*junk\n+uploads/dj1/" + PartPrefix + "torn"); err != nil {
+		t.Fatal(err)
+	}
+	fj.Close()
+
+	// A restart rewrites the journal to the live keys.
+	if err := e.root.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(e.data, e.pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	e.root = r
+	if b, err := os.ReadFile(journal); err != nil || string(b) != "+"+keyA+"\n" {
+		t.Fatalf("journal after Open = %q, %v", b, err)
+	}
+	if e.entries() != 2 {
+		t.Fatalf("entries = %d, want 2", e.entries())
+	}
+
+	// Both kinds of entries are swept.
+	removed, err := r.SweepParts(time.Now().Add(testTTL + time.Minute))
+	if err != nil || removed != 2 || e.entries() != 0 || e.exists(old) || e.exists(keyA) {
+		t.Fatalf("sweep removed %d, %v; entries %d", removed, err, e.entries())
+	}
+
+	// Once grown past compactAfter, the journal is rewritten: here when
+	// the upload of c is recorded, so its removal follows.
+	f = e.jail("uploads/dj1", "dj1", false)
+	interrupted(t, f, "/b.wav", 0, false, "partial b")
+	r.reg.mu.Lock()
+	r.reg.appended = compactAfter - 1
+	r.reg.mu.Unlock()
+	put(t, f, "/c.wav", "complete")
+	keyB := "uploads/dj1/" + partName("dj1", "/b.wav")
+	keyC := "uploads/dj1/" + partName("dj1", "/c.wav")
+	if b, err := os.ReadFile(journal); err != nil || string(b) != "+"+keyB+"\n+"+keyC+"\n-"+keyC+"\n" {
+		t.Fatalf("journal after compaction = %q, %v", b, err)
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // writebackChunk is how many bytes an upload writes between two writeback
@@ -31,11 +33,13 @@ type Result struct {
 // name, Abort keeps it for a resume. It is owned by the transfer that opened
 // it; its methods may be called from any goroutine.
 type Upload struct {
-	fs      *FS
-	virt    string // virtual path of the final name
-	rel     string // final name, jail-relative
-	partRel string // part, jail-relative
-	key     string // part, root-relative: the registry and busy-set key
+	fs   *FS
+	virt string // virtual path of the final name
+	rel  string // final name, jail-relative
+	dir  string // directory of both, jail-relative
+	base string // final name in dir
+	part string // part file's name in dir
+	key  string // part, root-relative: the registry and busy-set key
 
 	mu   sync.Mutex
 	f    *os.File
@@ -74,32 +78,35 @@ func (f *FS) OpenUpload(name string, offset int64, appendMode bool) (*Upload, er
 	if offset < 0 {
 		return nil, &PathError{Op: op, Path: virt, Err: fs.ErrInvalid}
 	}
-	// Fail before any byte is received: a directory in the way, or a name
-	// leading out of the jail through a symlink.
-	final, err := f.jail.Stat(rel)
-	switch {
-	case err == nil && final.IsDir():
-		return nil, &PathError{Op: op, Path: virt, Err: ErrIsDir}
-	case err == nil && !final.Mode().IsRegular():
-		return nil, &PathError{Op: op, Path: virt, Err: fs.ErrPermission}
-	case err != nil && classify(err, f.r.escape) != fs.ErrNotExist:
+	dir, base := path.Dir(rel), path.Base(rel)
+	// One descriptor of the target directory serves every step below:
+	// os.Root resolves it inside the jail once, and the part is created
+	// relative to it by a name without slashes.
+	d, err := f.openDir(dir)
+	if err != nil {
 		return nil, f.fail(op, virt, err)
-	case err != nil:
-		final = nil
 	}
-	partRel := path.Join(path.Dir(rel), partName(f.user, virt))
+	defer d.Close()
+	finalExists, err := f.checkFinal(d, rel)
+	if err != nil {
+		return nil, f.fail(op, virt, err)
+	}
 	u := &Upload{
-		fs: f, virt: virt, rel: rel, partRel: partRel, key: path.Join(f.home, partRel),
+		fs: f, virt: virt, rel: rel, dir: dir, base: base, part: partName(f.user, virt),
 		h: sha256.New(), wb: f.r.pol.Fsync,
 	}
+	u.key = path.Join(f.home, dir, u.part)
 	if !f.r.acquire(u.key) {
 		return nil, &PathError{Op: op, Path: virt, Err: ErrBusy}
 	}
-	if err := u.open(offset, appendMode, final != nil); err != nil {
+	if err := u.open(d, offset, appendMode, finalExists); err != nil {
 		if u.f != nil {
 			u.f.Close()
 		}
-		if _, lerr := f.jail.Lstat(partRel); errors.Is(lerr, fs.ErrNotExist) {
+		var st unix.Stat_t
+		if errors.Is(control(d, func(fd int) error {
+			return unix.Fstatat(fd, u.part, &st, unix.AT_SYMLINK_NOFOLLOW)
+		}), unix.ENOENT) {
 			_ = f.r.reg.remove(u.key) // nothing to sweep
 		}
 		f.r.release(u.key)
@@ -108,9 +115,48 @@ func (f *FS) OpenUpload(name string, offset int64, appendMode bool) (*Upload, er
 	return u, nil
 }
 
+// openDir opens the jail-relative directory dir.
+func (f *FS) openDir(dir string) (*os.File, error) {
+	return f.jail.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+}
+
+// checkFinal fails before any byte is received when the final name rel,
+// in the open directory d, is a directory or something else than a regular
+// file, or leads out of the jail through a symlink. It reports whether a
+// file exists there.
+func (f *FS) checkFinal(d *os.File, rel string) (bool, error) {
+	var st unix.Stat_t
+	err := control(d, func(fd int) error {
+		return unix.Fstatat(fd, path.Base(rel), &st, unix.AT_SYMLINK_NOFOLLOW)
+	})
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return false, nil
+	case err != nil:
+		return false, err
+	case st.Mode&unix.S_IFMT == unix.S_IFREG:
+		return true, nil
+	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return false, ErrIsDir
+	case st.Mode&unix.S_IFMT != unix.S_IFLNK:
+		return false, fs.ErrPermission
+	}
+	// A symlink: what matters is where it leads, which os.Root decides.
+	final, err := f.jail.Stat(rel)
+	switch {
+	case err == nil && final.IsDir():
+		return false, ErrIsDir
+	case err == nil && !final.Mode().IsRegular():
+		return false, fs.ErrPermission
+	case err != nil && classify(err, f.r.escape) != fs.ErrNotExist:
+		return false, err
+	}
+	return err == nil, nil
+}
+
 // open opens or creates the part and brings the hash and offset up to the
 // point where the client's bytes continue.
-func (u *Upload) open(offset int64, appendMode, finalExists bool) error {
+func (u *Upload) open(d *os.File, offset int64, appendMode, finalExists bool) error {
 	// Registered before the part can exist, so that no crash leaves a
 	// part the sweep does not know of.
 	if err := u.fs.r.reg.put(u.key); err != nil {
@@ -118,7 +164,7 @@ func (u *Upload) open(offset int64, appendMode, finalExists bool) error {
 	}
 	switch {
 	case offset > 0:
-		size, err := u.reopen()
+		size, err := u.reopen(d)
 		if err != nil {
 			return err
 		}
@@ -132,7 +178,7 @@ func (u *Upload) open(offset int64, appendMode, finalExists bool) error {
 			return err
 		}
 	case appendMode:
-		size, err := u.reopen()
+		size, err := u.reopen(d)
 		switch {
 		case err == nil:
 			if err := u.rehash(size); err != nil {
@@ -141,7 +187,7 @@ func (u *Upload) open(offset int64, appendMode, finalExists bool) error {
 		case !errors.Is(err, fs.ErrNotExist):
 			return err
 		default:
-			if err := u.create(); err != nil {
+			if err := u.create(d); err != nil {
 				return err
 			}
 			if finalExists {
@@ -151,15 +197,17 @@ func (u *Upload) open(offset int64, appendMode, finalExists bool) error {
 			}
 		}
 	default:
-		if err := u.create(); err != nil {
+		if err := u.create(d); err != nil {
 			return err
 		}
 	}
 	if err := u.fs.r.applyPolicy(u.f, u.fs.r.pol.FileMode); err != nil {
 		return err
 	}
-	if _, err := u.f.Seek(u.off, io.SeekStart); err != nil {
-		return err
+	if u.off > 0 {
+		if _, err := u.f.Seek(u.off, io.SeekStart); err != nil {
+			return err
+		}
 	}
 	rc, err := u.f.SyscallConn()
 	if err != nil {
@@ -170,33 +218,42 @@ func (u *Upload) open(offset int64, appendMode, finalExists bool) error {
 	return nil
 }
 
-// create starts an empty part, replacing an old one. O_EXCL guarantees the
-// file is ours and new, so its mode starts at 0600 whatever was there.
-func (u *Upload) create() error {
-	jail := u.fs.jail
-	const flag = os.O_RDWR | os.O_CREATE | os.O_EXCL
-	f, err := jail.OpenFile(u.partRel, flag, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		if err := jail.Remove(u.partRel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+// create starts an empty part in d, replacing an old one. O_EXCL
+// guarantees the file is ours and new, so its mode starts at 0600 whatever
+// was there.
+func (u *Upload) create(d *os.File) error {
+	const flag = unix.O_RDWR | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	err := control(d, func(dfd int) error {
+		fd, err := openat(dfd, u.part, flag, 0o600)
+		if err == unix.EEXIST {
+			if err := unix.Unlinkat(dfd, u.part, 0); err != nil && err != unix.ENOENT {
+				return err
+			}
+			fd, err = openat(dfd, u.part, flag, 0o600)
+		}
+		if err != nil {
 			return err
 		}
-		f, err = jail.OpenFile(u.partRel, flag, 0o600)
-	}
-	if err != nil {
-		return err
-	}
-	u.f = f
-	return nil
+		u.f = os.NewFile(uintptr(fd), u.part)
+		return nil
+	})
+	return err
 }
 
-// reopen opens the existing part and returns its size.
-func (u *Upload) reopen() (int64, error) {
-	f, err := u.fs.jail.OpenFile(u.partRel, os.O_RDWR, 0)
+// reopen opens the existing part in d and returns its size.
+func (u *Upload) reopen(d *os.File) (int64, error) {
+	err := control(d, func(dfd int) error {
+		fd, err := openat(dfd, u.part, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		u.f = os.NewFile(uintptr(fd), u.part)
+		return nil
+	})
 	if err != nil {
 		return 0, err
 	}
-	u.f = f
-	fi, err := f.Stat()
+	fi, err := u.f.Stat()
 	if err != nil {
 		return 0, err
 	}
@@ -204,6 +261,18 @@ func (u *Upload) reopen() (int64, error) {
 		return 0, fs.ErrPermission
 	}
 	return fi.Size(), nil
+}
+
+// openat is openat(2), retried on EINTR. The descriptor it returns is
+// blocking, so os.NewFile does not try to register it with the poller
+// (regular files cannot be polled anyway).
+func openat(dirfd int, name string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Openat(dirfd, name, flags, mode)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
 }
 
 // rehash reads back the part's first n bytes so the final SHA-256 covers
@@ -239,8 +308,14 @@ func (u *Upload) Write(p []byte) (int, error) {
 	if u.done {
 		return 0, &PathError{Op: "write", Path: u.virt, Err: fs.ErrClosed}
 	}
-	n, err := u.f.Write(p)
+	n, err := u.write(p)
 	u.h.Write(p[:n])
+	return n, err
+}
+
+// write appends p to the part without hashing it.
+func (u *Upload) write(p []byte) (int, error) {
+	n, err := u.f.Write(p)
 	u.off += int64(n)
 	if err != nil {
 		return n, u.fs.fail("write", u.virt, err)
@@ -249,6 +324,95 @@ func (u *Upload) Write(p []byte) (int, error) {
 		u.writeback()
 	}
 	return n, nil
+}
+
+// Receiving an upload is a pipeline of recvChunk-sized buffers, recvDepth
+// of them per upload: the caller's goroutine receives a chunk and writes it
+// to the part, a second goroutine hashes it meanwhile. Chunks small enough
+// to stay in the CPU caches between the receive, the write and the hash.
+const (
+	recvChunk = 256 << 10
+	recvDepth = 4
+)
+
+// ReadFrom receives the rest of the upload from r until EOF; io.Copy uses
+// it in place of Write. SHA-256 runs on a second goroutine, overlapping the
+// receive and the write of the next bytes, so that a multi-core machine
+// hashes at no cost to throughput. An upload that fits in one chunk is
+// hashed inline. Errors of r are returned as they are.
+func (u *Upload) ReadFrom(r io.Reader) (int64, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.done {
+		return 0, &PathError{Op: "write", Path: u.virt, Err: fs.ErrClosed}
+	}
+	pool := &u.fs.r.bufs
+	type chunk struct {
+		buf *[]byte
+		n   int
+	}
+	var (
+		total  int64
+		free   chan *[]byte // buffers the hasher has finished with
+		full   chan chunk   // written, not yet hashed
+		hashed chan struct{}
+	)
+	buf := pool.Get().(*[]byte)
+	defer func() {
+		if full != nil {
+			close(full)
+			<-hashed
+			close(free)
+			for b := range free {
+				pool.Put(b)
+			}
+		}
+		if buf != nil {
+			pool.Put(buf)
+		}
+	}()
+	for {
+		n, rerr := io.ReadFull(r, *buf)
+		more := rerr == nil
+		if n > 0 {
+			w, werr := u.write((*buf)[:n])
+			total += int64(w)
+			if more && werr == nil && full == nil {
+				// More than one chunk: start the hasher.
+				free = make(chan *[]byte, recvDepth)
+				full = make(chan chunk, recvDepth)
+				hashed = make(chan struct{})
+				for range recvDepth - 1 {
+					free <- pool.Get().(*[]byte)
+				}
+				go func() {
+					defer close(hashed)
+					for c := range full {
+						u.h.Write((*c.buf)[:c.n])
+						free <- c.buf
+					}
+				}()
+			}
+			if full != nil {
+				full <- chunk{buf, w}
+				buf = nil
+			} else {
+				u.h.Write((*buf)[:w])
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		switch {
+		case errors.Is(rerr, io.EOF), errors.Is(rerr, io.ErrUnexpectedEOF):
+			return total, nil
+		case rerr != nil:
+			return total, rerr
+		}
+		if buf == nil {
+			buf = <-free
+		}
+	}
 }
 
 // writeback starts writing out the bytes written since the last step and
@@ -306,7 +470,6 @@ func (u *Upload) Commit() (Result, error) {
 	u.done = true
 	r := u.fs.r
 	defer r.release(u.key)
-	jail := u.fs.jail
 	if r.pol.Fsync {
 		if err := u.f.Sync(); err != nil {
 			// After a failed fsync what the part holds on disk is
@@ -316,6 +479,7 @@ func (u *Upload) Commit() (Result, error) {
 			return Result{}, u.fs.fail(op, u.virt, err)
 		}
 	}
+	// The part's mtime is the final file's: rename does not change it.
 	fi, err := u.f.Stat()
 	if err == nil && fi.Size() != u.off {
 		err = ErrIO // written to by someone else: the hash would lie
@@ -326,21 +490,36 @@ func (u *Upload) Commit() (Result, error) {
 	if err != nil {
 		return Result{}, u.fs.fail(op, u.virt, err)
 	}
-	if err := jail.Rename(u.partRel, u.rel); err != nil {
-		if fi, serr := jail.Lstat(u.rel); serr == nil && fi.IsDir() {
-			err = ErrIsDir // os.Root reports EEXIST for a directory in the way
-		}
-		return Result{}, u.fs.fail(op, u.virt, err)
-	}
-	_ = r.reg.remove(u.key) // the part is gone: a stale entry is dropped by the next sweep
-	if r.pol.Fsync {
-		if err := syncDir(jail, path.Dir(u.rel)); err != nil {
-			return Result{}, u.fs.fail(op, u.virt, err)
-		}
-	}
-	fi, err = jail.Lstat(u.rel)
+	d, err := u.fs.openDir(u.dir)
 	if err != nil {
 		return Result{}, u.fs.fail(op, u.virt, err)
+	}
+	defer d.Close()
+	var dir dirID
+	err = control(d, func(dfd int) error {
+		err := unix.Renameat(dfd, u.part, dfd, u.base)
+		if err != nil {
+			return err
+		}
+		// The part is gone: a stale entry would be dropped by the next
+		// sweep, so a failure to record it is ignored.
+		_ = r.reg.remove(u.key)
+		if r.pol.Fsync {
+			var st unix.Stat_t
+			if err := unix.Fstat(dfd, &st); err != nil {
+				return err
+			}
+			dir = dirID{dev: st.Dev, ino: st.Ino}
+		}
+		return nil
+	})
+	if err != nil {
+		return Result{}, u.fs.fail(op, u.virt, err)
+	}
+	if r.pol.Fsync {
+		if err := r.dirs.sync(dir, d.Sync); err != nil {
+			return Result{}, u.fs.fail(op, u.virt, err)
+		}
 	}
 	res := Result{Path: path.Join(u.fs.home, u.rel), Size: u.off, ModTime: fi.ModTime()}
 	u.h.Sum(res.SHA256[:0])
@@ -369,26 +548,14 @@ func (u *Upload) Abort() error {
 		// The part now outlives the session; its entry must survive a
 		// crash so that the sweep finds it. A failure costs only disk
 		// space, never data, so the client is not told.
-		_ = r.reg.sync(u.key)
+		_ = r.reg.sync()
 	}
 	return u.fs.fail("abort", u.virt, err)
 }
 
 // discard removes the part and its registry entry.
 func (u *Upload) discard() {
-	if err := u.fs.jail.Remove(u.partRel); err == nil || errors.Is(err, fs.ErrNotExist) {
+	if err := u.fs.jail.Remove(path.Join(u.dir, u.part)); err == nil || errors.Is(err, fs.ErrNotExist) {
 		_ = u.fs.r.reg.remove(u.key)
 	}
-}
-
-func syncDir(root *os.Root, dir string) error {
-	d, err := root.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -397,3 +397,118 @@ func TestWriteback(t *testing.T) {
 		t.Fatal("content or hash differs")
 	}
 }
+
+// TestReadFrom receives uploads through ReadFrom, the path io.Copy takes:
+// in one chunk (hashed inline) and in many (hashed by a second goroutine),
+// after a resume, and with a reader that fails halfway.
+func TestReadFrom(t *testing.T) {
+	e := newEnv(t, func(p *Policy) { p.Fsync = true })
+	f := e.jail("u", "u", false)
+	big := make([]byte, 2*writebackChunk+5*recvChunk+123)
+	for i := range big {
+		big[i] = byte(i * 13)
+	}
+	for _, tt := range []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"small", []byte("four kilobytes, give or take")},
+		{"one chunk", big[:recvChunk]},
+		{"one chunk and a byte", big[:recvChunk+1]},
+		{"many chunks", big},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u, err := f.OpenUpload("/f", 0, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// iotest-like small reads must not matter either.
+			n, err := u.ReadFrom(&oddReader{data: tt.data})
+			if err != nil || n != int64(len(tt.data)) {
+				t.Fatalf("ReadFrom = %d, %v", n, err)
+			}
+			res, err := u.Commit()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Size != int64(len(tt.data)) || res.SHA256 != sha256.Sum256(tt.data) || e.read("u/f") != string(tt.data) {
+				t.Fatal("content or hash differs")
+			}
+		})
+	}
+
+	t.Run("resumed", func(t *testing.T) {
+		interrupted(t, f, "/r", 0, false, string(big[:1000]))
+		u, err := f.OpenUpload("/r", 1000, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.ReadFrom(bytes.NewReader(big[1000:])); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := u.Commit(); err != nil || res.SHA256 != sha256.Sum256(big) || e.read("u/r") != string(big) {
+			t.Fatalf("Commit after resume: %v", err)
+		}
+	})
+
+	t.Run("reader fails", func(t *testing.T) {
+		errBroken := errors.New("connection reset")
+		u, err := f.OpenUpload("/broken", 0, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := u.ReadFrom(io.MultiReader(bytes.NewReader(big[:3*recvChunk+7]), &failReader{errBroken}))
+		if !errors.Is(err, errBroken) || n != 3*recvChunk+7 {
+			t.Fatalf("ReadFrom = %d, %v", n, err)
+		}
+		if err := u.Abort(); err != nil {
+			t.Fatal(err)
+		}
+		// The part holds what was received, and a resume completes it.
+		u, err = f.OpenUpload("/broken", n, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.ReadFrom(bytes.NewReader(big[n:])); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := u.Commit(); err != nil || res.SHA256 != sha256.Sum256(big) {
+			t.Fatalf("Commit after resume: %v", err)
+		}
+	})
+
+	t.Run("after Commit", func(t *testing.T) {
+		u, err := f.OpenUpload("/g", 0, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := u.ReadFrom(bytes.NewReader(big)); !errors.Is(err, fs.ErrClosed) {
+			t.Fatalf("ReadFrom after Commit: %v", err)
+		}
+	})
+}
+
+// oddReader returns data in reads of varying, odd sizes.
+type oddReader struct {
+	data []byte
+	n    int
+}
+
+func (r *oddReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	r.n++
+	k := min(len(p), len(r.data), 1+r.n*7919%(3*recvChunk/2))
+	copy(p, r.data[:k])
+	r.data = r.data[k:]
+	return k, nil
+}
+
+type failReader struct{ err error }
+
+func (r *failReader) Read([]byte) (int, error) { return 0, r.err }
