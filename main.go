@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -208,7 +209,10 @@ func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
 	if cfg.S3 == nil || len(cfg.Mirrors) == 0 {
 		log.Info("mirroring is off: the config has no [s3] section or no [[mirror]]")
 	} else {
-		j, m, err := openMirror(cfg, mirror.Options{AllowDeletes: -1}, log)
+		// FTPGATE_TEST_OVERFLOW_AFTER is the integration tests' way to force
+		// an inotify overflow; unset in production.
+		overflow, _ := strconv.Atoi(os.Getenv("FTPGATE_TEST_OVERFLOW_AFTER"))
+		j, m, err := openMirror(cfg, mirror.Options{AllowDeletes: -1, OverflowAfter: overflow}, log)
 		if err != nil {
 			return err
 		}
@@ -258,6 +262,9 @@ func (n uploadNotifier) UploadCompleted(_ context.Context, u server.Upload) {
 // openMirror opens the journal and the store and builds the mirror. The
 // caller closes the journal.
 func openMirror(cfg *conf.Config, opts mirror.Options, log *slog.Logger) (*mirror.Journal, *mirror.Mirror, error) {
+	if err := os.MkdirAll(cfg.Storage.StateDir, 0o750); err != nil {
+		return nil, nil, usageErr(fmt.Errorf("create state_dir: %w", err))
+	}
 	j, err := mirror.OpenJournal(cfg.Storage.StateDir)
 	if err != nil {
 		return nil, nil, usageErr(err)

@@ -118,15 +118,8 @@ func runMirror(ctx context.Context, e *env) error {
 	}
 
 	start := time.Now()
-	if r.wantAnchor {
-		if r.res.latAnchor, err = r.latencyAnchor(ctx); err != nil {
-			return err
-		}
-	}
-	if r.wantGate {
-		if r.res.latGate, err = r.latencyGate(ctx); err != nil {
-			return err
-		}
+	if err := r.latency(ctx); err != nil {
+		return err
 	}
 	tree, err := makeSyncTree(e, filepath.Join(r.dir, "tree"))
 	if err != nil {
@@ -475,7 +468,7 @@ func (r *mirrorRun) report(ctx context.Context) error {
 			tools = append(tools, modVersion(ctx, b))
 		}
 	}
-	fmt.Fprintf(out, "\nmirror benchmark: one MinIO on %s, fresh buckets per leg; %d rounds for (b) and (c), order rotating\n",
+	fmt.Fprintf(out, "\nmirror benchmark: one MinIO on %s, fresh buckets per leg; (b) and (c): %d round(s), median, order rotating\n",
 		r.s3.endpoint, e.opts.rounds)
 	fmt.Fprintf(out, "tools: %s; %s\n", strings.Join(tools, ", "), toolVersions(ctx))
 	fmt.Fprintf(out, "scratch directory %s\n\n", e.workDir)
@@ -522,8 +515,11 @@ func (r *mirrorRun) report(ctx context.Context) error {
 	}
 	if lr := res.large; lr != nil {
 		fmt.Fprintf(out, "  (d) journal fill: `ftpgate mirror` of %s files took %s, its peak RSS %s\n", groupThousands(lr.files), lr.fill.Round(time.Second), mb(lr.fillRSS))
-		fmt.Fprintf(out, "  (d) ftpgate serve after its start-up pass (%s, ended by %s): VmRSS %s (RssAnon %s, RssFile %s), VmHWM %s\n",
-			lr.startup.Round(time.Second), lr.doneBy, mb(lr.rss), mb(lr.anon), mb(lr.file), mb(lr.hwm))
+		fmt.Fprintf(out, "  (d) ftpgate serve: start-up pass over %s files in %s (end seen by %s)\n",
+			groupThousands(lr.files), lr.startup.Round(time.Second), lr.doneBy)
+		fmt.Fprintf(out, "  (d) during the pass, highest 1 s sample: VmRSS %s (RssAnon %s, RssFile %s) at %s; VmHWM %s\n",
+			mb(lr.peak.rss), mb(lr.peak.anon), mb(lr.peak.file), lr.peakAt.Round(time.Second), mb(lr.hwm))
+		fmt.Fprintf(out, "  (d) 10 s after the pass: VmRSS %s (RssAnon %s, RssFile %s)\n", mb(lr.rss), mb(lr.anon), mb(lr.file))
 	}
 
 	fmt.Fprintf(out, `
@@ -531,7 +527,8 @@ notes:
   - (a) one Go FTP client (jlaffaye/ftp) uploads one file at a time; t0 is STOR returning
     (the 226 reply read); a minio-go client then calls StatObject at t0, t0+2 ms, ...
     until the object exists with its full size; the figure is t0 → the return of that call.
-    %d warm-up files go first on each side and are not counted.
+    %d warm-up files go first on each side and are not counted. Both sides run at once and
+    the measured files alternate between them, so that both see the same machine.
   - (a) anchor: vsftpd (Debian, as in the ftp target) writes into a directory that
     `+"`mc mirror --watch --overwrite --remove DIR alias/bucket`"+` watches.
   - (b) each round copies the tree into a fresh empty bucket: `+"`ftpgate mirror`"+` with a fresh

@@ -35,6 +35,8 @@ type largeResult struct {
 	anon    int64         // RssAnon then
 	file    int64         // RssFile then (the journal's mmap among it)
 	hwm     int64         // VmHWM: the peak over the daemon's life
+	peak    procMem       // the 1 s sample with the highest VmRSS during the start-up pass
+	peakAt  time.Duration // when it was taken, from the start
 }
 
 // largeRSS is (d): a one-shot `ftpgate mirror` uploads the 1M-file tree to
@@ -103,7 +105,7 @@ func (r *mirrorRun) largeRSS(ctx context.Context) (*largeResult, error) {
 	defer proc.stop(30 * time.Second)
 	pid := proc.cmd.Process.Pid
 	e.log.Info("(d) ftpgate serve started; waiting for its start-up pass", "pid", pid, "log", proc.logPath)
-	if res.doneBy, err = waitStartupPass(ctx, proc, gateMapping, time.Hour); err != nil {
+	if res.doneBy, res.peak, res.peakAt, err = waitStartupPass(ctx, proc, gateMapping, time.Hour); err != nil {
 		return nil, err
 	}
 	res.startup = time.Since(start)
@@ -235,10 +237,11 @@ func writeEmptyDir(dir string, n int) error {
 }
 
 // waitStartupPass waits until the daemon's first full pass is over: the
-// end-of-pass log line of mapping (a msg with "pass" and "done",
-// "finished" or "complete"), or else the process and the machine quiet for
-// five seconds in a row.
-func waitStartupPass(ctx context.Context, proc *process, mapping string, limit time.Duration) (string, error) {
+// end-of-pass log line of mapping (see isPassDoneLine), or else the process
+// and the machine quiet for five seconds in a row. It samples the memory of
+// the process every second meanwhile and returns the sample with the
+// highest VmRSS (the composition of the peak that VmHWM alone hides).
+func waitStartupPass(ctx context.Context, proc *process, mapping string, limit time.Duration) (doneBy string, peak procMem, peakAt time.Duration, err error) {
 	start := time.Now()
 	pid := proc.cmd.Process.Pid
 	scan := &logScanner{path: proc.logPath}
@@ -248,27 +251,30 @@ func waitStartupPass(ctx context.Context, proc *process, mapping string, limit t
 	for {
 		select {
 		case <-proc.done:
-			return "", fmt.Errorf("ftpgate serve exited during its start-up pass: %v\n%s", proc.err, proc.logTail(20))
+			return "", peak, 0, fmt.Errorf("ftpgate serve exited during its start-up pass: %v\n%s", proc.err, proc.logTail(20))
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return "", peak, 0, ctx.Err()
 		case <-time.After(time.Second):
+		}
+		if m, err := readProcMem(pid); err == nil && m.rss > peak.rss {
+			peak, peakAt = m, time.Since(start)
 		}
 		lines, err := scan.next()
 		if err != nil {
-			return "", err
+			return "", peak, 0, err
 		}
 		for _, l := range lines {
 			if isPassDoneLine(l, mapping) {
-				return "its log line `" + l + "`", nil
+				return "its end-of-pass log line, pass dur=" + logValue(l, "dur"), peak, peakAt, nil
 			}
 		}
 		cpu, err := procCPU(pid)
 		if err != nil {
-			return "", err
+			return "", peak, 0, err
 		}
 		idle, total, err := cpuTimes()
 		if err != nil {
-			return "", err
+			return "", peak, 0, err
 		}
 		machineIdle := 1.0
 		if total > prevTotal {
@@ -282,10 +288,10 @@ func waitStartupPass(ctx context.Context, proc *process, mapping string, limit t
 		}
 		prevCPU, prevIdle, prevTotal = cpu, idle, total
 		if quiet >= 5 && time.Since(start) > 10*time.Second {
-			return "the process and the CPUs idle for 5 s (no end-of-pass log line seen)", nil
+			return "the process and the CPUs idle for 5 s (no end-of-pass log line seen)", peak, peakAt, nil
 		}
 		if time.Since(start) > limit {
-			return "", fmt.Errorf("ftpgate serve: start-up pass not over after %s\n%s", limit, proc.logTail(20))
+			return "", peak, 0, fmt.Errorf("ftpgate serve: start-up pass not over after %s\n%s", limit, proc.logTail(20))
 		}
 	}
 }
@@ -319,13 +325,16 @@ func (s *logScanner) next() ([]string, error) {
 }
 
 // isPassDoneLine reports whether a slog text line ends a full pass of
-// mapping (mapping=<mapping>): ftpgate's `msg="mirror pass" result=...`,
-// or any msg with "pass" and "done", "finished" or "complete".
+// mapping (mapping=<mapping>, no subtree=): ftpgate's `msg="mirror pass"
+// result=...`, or any msg with "pass" and "done", "finished" or "complete".
 func isPassDoneLine(line, mapping string) bool {
 	if logValue(line, "mapping") != mapping {
 		return false
 	}
 	msg := strings.ToLower(logValue(line, "msg"))
+	if logValue(line, "subtree") != "" {
+		return false // a pass over part of the tree
+	}
 	if msg == "mirror pass" && logValue(line, "result") != "" {
 		return true
 	}

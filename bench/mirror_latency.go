@@ -34,59 +34,109 @@ type latencySeries struct {
 	earlyStat int             // polls that found the object with a wrong size (a partial upload)
 }
 
-// ftpLogin is what the Go FTP client needs to log in.
-type ftpLogin struct {
-	addr, user, password string
+// latencySide is one running side of (a): an FTP server whose uploads into
+// latencyDir some mirror copies to bucket, and the Go client logged in to it.
+type latencySide struct {
+	name   string
+	bucket string
+	conn   *ftp.ServerConn
+	rng    *rand.ChaCha8
+	series latencySeries
+	check  func() error // reports a mirror that died; may be nil
+	stop   func()       // stops what the side started
 }
 
-// measureLatency uploads the warm-up files and then the measured ones with
-// jlaffaye/ftp into latencyDir, and polls the bucket for each with
-// StatObject every latencyPoll from the moment STOR returned (the 226 reply
-// was read). An object counts as visible once it has the full size.
-func (r *mirrorRun) measureLatency(ctx context.Context, side string, login ftpLogin, bucket string) (latencySeries, error) {
-	var s latencySeries
-	c, err := ftp.Dial(login.addr, ftp.DialWithTimeout(10*time.Second), ftp.DialWithContext(ctx))
-	if err != nil {
-		return s, fmt.Errorf("%s: dial %s: %w", side, login.addr, err)
-	}
-	defer c.Quit()
-	if err := c.Login(login.user, login.password); err != nil {
-		return s, fmt.Errorf("%s: login as %s: %w", side, login.user, err)
-	}
-	var seed [32]byte
-	copy(seed[:], "ftpgate bench mirror latency "+side)
-	rng := rand.NewChaCha8(seed)
-	buf := make([]byte, latencyFileSize)
-	for i := range latencyWarmup + latencyFiles {
-		warm := i < latencyWarmup
-		name := fmt.Sprintf("f%03d.bin", i-latencyWarmup)
-		limit := latencyLimit
-		if warm {
-			name, limit = fmt.Sprintf("warm%d.bin", i), warmupLimit
+// latency is (a). Both sides run at the same time, idle but for the one
+// file in flight, and the measured files alternate between them (the order
+// flipping every file), so that both see the same machine: on a shared box
+// a burst of load elsewhere otherwise lands on one side's series only.
+func (r *mirrorRun) latency(ctx context.Context) error {
+	var sides []*latencySide
+	defer func() {
+		for _, s := range sides {
+			s.stop()
 		}
-		_, _ = rng.Read(buf)
-		if err := c.Stor(path.Join(latencyDir, name), bytes.NewReader(buf)); err != nil {
-			return s, fmt.Errorf("%s: STOR %s: %w", side, name, err)
-		}
-		t0 := time.Now()
-		d, ok, early, err := r.waitVisible(ctx, bucket, name, latencyFileSize, t0, limit)
+	}()
+	if r.wantAnchor {
+		s, err := r.latencyAnchor(ctx)
 		if err != nil {
-			return s, fmt.Errorf("%s: %w", side, err)
+			return err
 		}
-		if warm {
-			if !ok {
-				return s, fmt.Errorf("%s: warm-up file %s not in bucket %s within %s: the mirror does not run", side, name, bucket, limit)
-			}
-			continue
-		}
-		s.earlyStat += early
-		if !ok {
-			s.lost++
-			r.e.log.Warn("object not visible in time", "side", side, "key", name, "limit", limit)
-		}
-		s.samples = append(s.samples, d)
+		sides = append(sides, s)
 	}
-	return s, nil
+	if r.wantGate {
+		s, err := r.latencyGate(ctx)
+		if err != nil {
+			return err
+		}
+		sides = append(sides, s)
+	}
+	buf := make([]byte, latencyFileSize)
+	for _, s := range sides {
+		for i := range latencyWarmup {
+			if _, err := r.uploadAndWait(ctx, s, fmt.Sprintf("warm%d.bin", i), buf, warmupLimit, true); err != nil {
+				return err
+			}
+		}
+	}
+	r.e.log.Info("latency: measuring", "files", latencyFiles, "sides", len(sides))
+	for i := range latencyFiles {
+		order := sides
+		if i%2 == 1 {
+			order = slices.Clone(sides)
+			slices.Reverse(order)
+		}
+		for _, s := range order {
+			if _, err := r.uploadAndWait(ctx, s, fmt.Sprintf("f%03d.bin", i), buf, latencyLimit, false); err != nil {
+				return err
+			}
+		}
+	}
+	for _, s := range sides {
+		if s.check != nil {
+			if err := s.check(); err != nil {
+				return err
+			}
+		}
+		switch s.name {
+		case toolGate:
+			r.res.latGate = s.series
+		default:
+			r.res.latAnchor = s.series
+		}
+		r.e.log.Info("latency", "side", s.name, "p50", ms(percentile(s.series.samples, 50)), "p99", ms(percentile(s.series.samples, 99)), "lost", s.series.lost)
+	}
+	return nil
+}
+
+// uploadAndWait sends one file of fresh random bytes with STOR and polls
+// the bucket for it with StatObject every latencyPoll from the moment STOR
+// returned (the 226 reply was read). The object counts as visible once it
+// has the full size. A warm-up file that does not show up is an error; a
+// measured one is counted as lost.
+func (r *mirrorRun) uploadAndWait(ctx context.Context, s *latencySide, name string, buf []byte, limit time.Duration, warm bool) (time.Duration, error) {
+	_, _ = s.rng.Read(buf)
+	if err := s.conn.Stor(path.Join(latencyDir, name), bytes.NewReader(buf)); err != nil {
+		return 0, fmt.Errorf("%s: STOR %s: %w", s.name, name, err)
+	}
+	t0 := time.Now()
+	d, ok, early, err := r.waitVisible(ctx, s.bucket, name, int64(len(buf)), t0, limit)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", s.name, err)
+	}
+	if warm {
+		if !ok {
+			return 0, fmt.Errorf("%s: warm-up file %s not in bucket %s within %s: the mirror does not run", s.name, name, s.bucket, limit)
+		}
+		return d, nil
+	}
+	s.series.earlyStat += early
+	if !ok {
+		s.series.lost++
+		r.e.log.Warn("object not visible in time", "side", s.name, "key", name, "limit", limit)
+	}
+	s.series.samples = append(s.series.samples, d)
+	return d, nil
 }
 
 // waitVisible polls StatObject at t0, t0+latencyPoll, t0+2·latencyPoll …
@@ -118,7 +168,8 @@ func (r *mirrorRun) waitVisible(ctx context.Context, bucket, key string, size in
 }
 
 // percentile is the nearest-rank percentile p (0 < p ≤ 100) of xs: the
-// smallest value that at least p % of the samples do not exceed.
+// smallest value that at least p % of the samples do not exceed; p = 0
+// gives the minimum.
 func percentile(xs []time.Duration, p float64) time.Duration {
 	if len(xs) == 0 {
 		return 0
@@ -129,71 +180,124 @@ func percentile(xs []time.Duration, p float64) time.Duration {
 	return s[min(max(rank, 1), len(s))-1]
 }
 
-// latencyAnchor is the vsftpd + `mc mirror --watch` side of (a): vsftpd
-// writes into <home>/lat, which mc watches and mirrors to a fresh bucket.
-func (r *mirrorRun) latencyAnchor(ctx context.Context) (latencySeries, error) {
-	e := r.e
-	vs, err := startVsftpd(ctx, e, portRange{30000, 30099})
+// dialSide logs the Go FTP client in to a side.
+func dialSide(ctx context.Context, name, addr, user, password string) (*ftp.ServerConn, error) {
+	c, err := ftp.Dial(addr, ftp.DialWithTimeout(10*time.Second), ftp.DialWithContext(ctx))
 	if err != nil {
-		return latencySeries{}, err
+		return nil, fmt.Errorf("%s: dial %s: %w", name, addr, err)
 	}
-	defer vs.stop()
+	if err := c.Login(user, password); err != nil {
+		c.Quit()
+		return nil, fmt.Errorf("%s: login as %s: %w", name, user, err)
+	}
+	return c, nil
+}
+
+func sideRNG(name string) *rand.ChaCha8 {
+	var seed [32]byte
+	copy(seed[:], "ftpgate bench mirror latency "+name)
+	return rand.NewChaCha8(seed)
+}
+
+// latencyAnchor starts the vsftpd + `mc mirror --watch` side of (a):
+// vsftpd writes into <home>/lat, which mc watches and mirrors to a fresh
+// bucket.
+func (r *mirrorRun) latencyAnchor(ctx context.Context) (s *latencySide, err error) {
+	const name = "vsftpd+mc"
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for _, f := range slices.Backward(undo) {
+				f()
+			}
+		}
+	}()
+	vs, err := startVsftpd(ctx, r.e, portRange{30000, 30099})
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, vs.stop)
 	r.vsPassive = vs.passive
-	defer func() { r.vsPassive = portRange{} }()
 	watched := filepath.Join(vs.home, latencyDir)
 	if err := os.RemoveAll(watched); err != nil {
-		return latencySeries{}, err
+		return nil, err
 	}
 	if err := os.Mkdir(watched, 0o755); err != nil {
-		return latencySeries{}, err
+		return nil, err
 	}
 	if err := chownTo(watched, vsftpdUser); err != nil {
-		return latencySeries{}, err
+		return nil, err
 	}
 	bucket := "lat-mc"
 	if err := r.s3.makeBucket(ctx, bucket); err != nil {
-		return latencySeries{}, err
+		return nil, err
 	}
 	mc, err := startProcess("mc", filepath.Join(r.dir, "logs", "lat-mc-watch.log"), r.mcEnv(),
 		r.mcBin, "--quiet", "mirror", "--watch", "--overwrite", "--remove", watched, mcAlias+"/"+bucket)
 	if err != nil {
-		return latencySeries{}, err
+		return nil, err
 	}
-	defer mc.stop(5 * time.Second)
-	e.log.Info("latency: vsftpd + mc mirror --watch", "watched", watched, "bucket", bucket)
-	s, err := r.measureLatency(ctx, "vsftpd+mc", ftpLogin{addr: vs.addr, user: vs.user, password: vs.password}, bucket)
+	undo = append(undo, func() { mc.stop(5 * time.Second) })
+	conn, err := dialSide(ctx, name, vs.addr, vs.user, vs.password)
 	if err != nil {
-		return s, fmt.Errorf("%w\n%s", err, mc.logTail(20))
+		return nil, err
 	}
-	select {
-	case <-mc.done:
-		return s, fmt.Errorf("mc mirror --watch exited during the run: %v\n%s", mc.err, mc.logTail(20))
-	default:
-	}
-	return s, nil
+	undo = append(undo, func() { conn.Quit() })
+	r.e.log.Info("latency: vsftpd + mc mirror --watch", "ftp", vs.addr, "watched", watched, "bucket", bucket)
+	return &latencySide{
+		name: name, bucket: bucket, conn: conn, rng: sideRNG(name),
+		check: func() error {
+			select {
+			case <-mc.done:
+				return fmt.Errorf("mc mirror --watch exited during the run: %v\n%s", mc.err, mc.logTail(20))
+			default:
+				return nil
+			}
+		},
+		stop: func() {
+			for _, f := range slices.Backward(undo) {
+				f()
+			}
+			r.vsPassive = portRange{}
+		},
+	}, nil
 }
 
-// latencyGate is the ftpgate side of (a): `ftpgate serve` with its root's
-// lat/ mapped to a fresh bucket, the admin user uploading into it.
-func (r *mirrorRun) latencyGate(ctx context.Context) (latencySeries, error) {
+// latencyGate starts the ftpgate side of (a): `ftpgate serve` with its
+// root's lat/ mapped to a fresh bucket, the admin user uploading into it.
+func (r *mirrorRun) latencyGate(ctx context.Context) (*latencySide, error) {
 	bucket := "lat-ftpgate"
 	if err := r.s3.makeBucket(ctx, bucket); err != nil {
-		return latencySeries{}, err
+		return nil, err
 	}
 	const label = "lat-ftpgate"
 	g, err := r.writeGateConfig(label, filepath.Join(r.dir, label, "root", latencyDir), bucket)
 	if err != nil {
-		return latencySeries{}, err
+		return nil, err
 	}
 	proc, err := r.startServe(ctx, g, 60*time.Second)
 	if err != nil {
-		return latencySeries{}, err
+		return nil, err
 	}
-	defer proc.stop(10 * time.Second)
-	r.e.log.Info("latency: ftpgate serve", "addr", g.ftpAddr, "bucket", bucket, "log", proc.logPath)
-	s, err := r.measureLatency(ctx, serverFTPGate, ftpLogin{addr: g.ftpAddr, user: "bench", password: r.adminPassword}, bucket)
+	conn, err := dialSide(ctx, toolGate, g.ftpAddr, "bench", r.adminPassword)
 	if err != nil {
-		return s, fmt.Errorf("%w\n%s", err, proc.logTail(20))
+		proc.stop(10 * time.Second)
+		return nil, err
 	}
-	return s, nil
+	r.e.log.Info("latency: ftpgate serve", "ftp", g.ftpAddr, "bucket", bucket, "log", proc.logPath)
+	return &latencySide{
+		name: toolGate, bucket: bucket, conn: conn, rng: sideRNG(toolGate),
+		check: func() error {
+			select {
+			case <-proc.done:
+				return fmt.Errorf("ftpgate serve exited during the run: %v\n%s", proc.err, proc.logTail(20))
+			default:
+				return nil
+			}
+		},
+		stop: func() {
+			conn.Quit()
+			proc.stop(10 * time.Second)
+		},
+	}, nil
 }

@@ -66,6 +66,7 @@ func TestIsPassDoneLine(t *testing.T) {
 	}{
 		{"ftpgate's", `level=INFO msg="mirror pass" component=mirror mapping=m trigger=startup result=ok uploaded=0`, true},
 		{"ftpgate's start", `level=INFO msg="mirror pass started" component=mirror mapping=m trigger=startup`, false},
+		{"ftpgate's subtree", `level=INFO msg="mirror pass" mapping=m trigger=overflow subtree=d1/ result=ok`, false},
 		{"done", `level=INFO msg="full pass done" mapping=m`, true},
 		{"finished", `level=INFO msg="pass finished" mapping=m puts=0`, true},
 		{"complete", `level=INFO msg="start-up pass complete" mapping=m`, true},

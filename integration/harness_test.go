@@ -94,6 +94,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer cleanup()
+	defer stopSharedStores()
 
 	return m.Run()
 }
@@ -255,6 +256,15 @@ type testConfig struct {
 
 	// Umask, when set, is the umask the server process starts with.
 	Umask string
+
+	// Env is added to the environment of every ftpgate process started on
+	// this configuration (serve, and the CLI helpers).
+	Env []string
+
+	// S3 and Mirrors render the [s3] section and [[mirror]] mappings
+	// (store_test.go); nil and empty leave mirroring off.
+	S3      *testS3
+	Mirrors []*testMirror
 }
 
 // addUser adds a user with a fresh random password and returns it.
@@ -325,6 +335,7 @@ func (c *testConfig) render() string {
 			fmt.Fprintf(&b, "home = %s\n", q(u.Home))
 		}
 	}
+	c.renderMirror(&b)
 	return b.String()
 }
 
@@ -397,6 +408,16 @@ func (s *server) with(t *testing.T) *server {
 // is killed when the test ends; a panic in its output fails the test.
 func startServer(t *testing.T, mutate func(*testConfig)) *server {
 	t.Helper()
+	s := prepareServer(t, mutate)
+	s.launch()
+	return s
+}
+
+// prepareServer is startServer without the start: the configuration is
+// decided and the directories exist, but only launch (or a CLI helper)
+// writes the config and runs the binary.
+func prepareServer(t *testing.T, mutate func(*testConfig)) *server {
+	t.Helper()
 	base := t.TempDir()
 	s := &server{
 		t:       t,
@@ -423,7 +444,6 @@ func startServer(t *testing.T, mutate func(*testConfig)) *server {
 		}
 		s.mkdirGroup(u.home(s.cfg))
 	}
-	s.launch()
 	return s
 }
 
@@ -456,7 +476,7 @@ func (s *server) launch() {
 	}
 	s.cmd = exec.Command(name, args...)
 	s.cmd.Dir = s.base
-	s.cmd.Env = append(os.Environ(), "FTPGATE_CONFIG=")
+	s.cmd.Env = append(append(os.Environ(), "FTPGATE_CONFIG="), s.cfg.Env...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

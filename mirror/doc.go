@@ -105,9 +105,12 @@
 // x-amz-checksum-sha256 (the SHA-256 the mirror computed, or the FTP
 // server's, checked by the store against what it received); multipart
 // uploads (≥ 64 MiB; 16 MiB parts, 4 in parallel) carry a CRC32C per part.
-// A first sync of many small files to MinIO is batched into snowball
-// archives that MinIO extracts (per-object metadata kept); stores without
-// it get single PUTs.
+// A pass that finds at least 64 new files under 1 MiB sends them to MinIO
+// in snowball archives (200 files or 4 MiB each) that MinIO extracts, each
+// entry with its metadata, the archive checked by its Content-MD5; other
+// stores (versitygw) get single PUTs, which the mirror remembers.
+// Renames are server-side copies (CopyObject, or ComposeObject above 5 GiB)
+// conditional on the source's ETag, so a stale source is never copied.
 //
 // # Logs
 //

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -66,7 +65,8 @@ func OpenJournal(stateDir string) (*Journal, error) {
 		return nil, fmt.Errorf("journal %s is %w", p, ErrJournalInUse)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open journal %s: %w", p, err)
+		// bbolt's error names the file already
+		return nil, fmt.Errorf("open journal: %w", err)
 	}
 	return &Journal{db: db, path: p}, nil
 }
@@ -386,19 +386,6 @@ func (t *mtx) byInode(inode uint64) []string {
 	return out
 }
 
-func (t *mtx) pending(rel string) (pendingRecord, bool) {
-	b := t.sub(bucketPending)
-	if b == nil {
-		return pendingRecord{}, false
-	}
-	v := b.Get([]byte(rel))
-	if v == nil {
-		return pendingRecord{}, false
-	}
-	p, err := decodePending(v)
-	return p, err == nil
-}
-
 func (t *mtx) putPending(rel string, p pendingRecord) error {
 	return t.sub(bucketPending).Put([]byte(rel), p.encode())
 }
@@ -651,10 +638,4 @@ func (w *journalWriter) run(closed <-chan struct{}) {
 			}
 		}
 	}
-}
-
-// fileExists is a helper for tests and start-up checks.
-func fileExists(p string) bool {
-	_, err := os.Lstat(p)
-	return err == nil
 }

@@ -47,6 +47,9 @@ type Options struct {
 	// DrainTimeout is how long Run lets running operations finish after
 	// its context ends. Default 10s.
 	DrainTimeout time.Duration
+	// OverflowAfter is a test hook ($FTPGATE_TEST_OVERFLOW_AFTER): each
+	// watcher behaves as if inotify overflowed at its N-th raw event.
+	OverflowAfter int
 	// ReplayEvery is how often the daemon retries the pending operations
 	// in the journal (failed ones, and those recorded while the queue was
 	// full). Default 1 minute.

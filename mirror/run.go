@@ -194,7 +194,9 @@ func (m *Mirror) watch(ctx context.Context, mp *mapping, changes chan<- change) 
 		if m.testWatcher != nil {
 			src = m.testWatcher(mp)
 		} else {
-			src = newWatcher(watcherConfig{Root: mp.root, Settle: m.opts.Settle, Exclude: mp.ex.excluded}, mp.log)
+			src = newWatcher(watcherConfig{
+				Root: mp.root, Settle: m.opts.Settle, Exclude: mp.ex.excluded, OverflowAfter: m.opts.OverflowAfter,
+			}, mp.log)
 		}
 		err := src.Run(ctx, changes)
 		if ctx.Err() != nil {

@@ -139,7 +139,7 @@ func TestRunRemovalGuard(t *testing.T) {
 
 func TestRunNotify(t *testing.T) {
 	h := newHarness(t, Options{}, nil)
-	h.daemon()
+	ch := h.daemon()
 	h.write("up/file.bin", "uploaded by FTP", t0)
 	sum := sha256.Sum256([]byte("uploaded by FTP"))
 	h.m.Notify(h.abs("up/file.bin"), 15, sum, t0)
@@ -153,6 +153,16 @@ func TestRunNotify(t *testing.T) {
 		rec, ok := h.recordOf("up/file.bin")
 		return ok && rec.sha == sum && len(h.pendingIn()) == 0
 	})
+	// the watcher sees the same file settle: nothing more is sent
+	puts, _, _ := h.fake.counts()
+	ch <- change{Rel: "up/file.bin", Kind: changeFile}
+	h.write("marker", "m", t0)
+	ch <- change{Rel: "marker", Kind: changeFile}
+	h.waitObject("marker", true)
+	waitUntil(t, "an empty queue", func() bool { return h.m.Status()[0].QueueDepth == 0 })
+	if p, _, _ := h.fake.counts(); p != puts+1 {
+		t.Fatalf("%d PUTs after the watcher's event, want 1 (the marker)", p-puts)
+	}
 }
 
 // Notify never blocks, even with the store hanging and the queue full: the

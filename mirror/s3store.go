@@ -3,7 +3,6 @@ package mirror
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -323,6 +322,3 @@ func classifyS3(err error) error {
 	}
 	return &storeError{class: class, err: err}
 }
-
-// sha256Of is a helper for callers that hold the bytes.
-func sha256Of(b []byte) [32]byte { return sha256.Sum256(b) }

@@ -56,14 +56,15 @@ type taskKey struct {
 	rel string
 }
 
-// sched queues tasks for the workers: a FIFO with one entry per path, a
-// hard cap (add fails beyond it: the caller records the work in the
-// journal instead), a high-water mark for passes (addWait blocks above
-// it), and delayed tasks.
+// sched queues tasks for the workers: one entry per path, a hard cap (add
+// fails beyond it: the caller records the work in the journal instead), a
+// high-water mark for passes (addWait blocks above it), and delayed tasks.
+// Work announced by Notify or the watcher goes first, ahead of passes and
+// replays, so that a long pass does not delay a fresh upload.
 type sched struct {
 	mu      sync.Mutex
-	queue   []*task
-	head    int
+	urgent  fifo
+	normal  fifo
 	delayed []*task
 	active  map[taskKey]*task
 	cap     int
@@ -94,7 +95,47 @@ func signal(ch chan struct{}) {
 	}
 }
 
-func (s *sched) queued() int { return len(s.queue) - s.head + len(s.delayed) }
+func (s *sched) queued() int { return s.urgent.len() + s.normal.len() + len(s.delayed) }
+
+// fifo is a queue of tasks.
+type fifo struct {
+	items []*task
+	head  int
+}
+
+func (f *fifo) len() int      { return len(f.items) - f.head }
+func (f *fifo) push(t *task)  { f.items = append(f.items, t) }
+func (f *fifo) rest() []*task { return f.items[f.head:] }
+
+func (f *fifo) pop() *task {
+	if f.head >= len(f.items) {
+		return nil
+	}
+	t := f.items[f.head]
+	f.items[f.head] = nil
+	f.head++
+	switch {
+	case f.head == len(f.items):
+		f.items, f.head = f.items[:0], 0
+	case f.head > 1024 && f.head*2 > len(f.items):
+		n := copy(f.items, f.items[f.head:])
+		clear(f.items[n:])
+		f.items, f.head = f.items[:n], 0
+	}
+	return t
+}
+
+// urgent reports whether t is fresh work (Notify, the watcher) rather than
+// a pass's or a replay's.
+func (t *task) urgent() bool { return t.run == nil && !t.recover }
+
+func (s *sched) ready(t *task) {
+	if t.urgent() {
+		s.urgent.push(t)
+	} else {
+		s.normal.push(t)
+	}
+}
 
 // add queues t, or merges it into the task already there for its path. It
 // reports false when the queue is full or closed: t was not taken.
@@ -148,7 +189,7 @@ func (s *sched) push(t *task) {
 	if !t.notBefore.IsZero() && t.notBefore.After(s.now()) {
 		s.delayed = append(s.delayed, t)
 	} else {
-		s.queue = append(s.queue, t)
+		s.ready(t)
 	}
 	signal(s.wake)
 }
@@ -234,7 +275,7 @@ func (s *sched) next(ctx context.Context) (*task, bool) {
 		keep := s.delayed[:0]
 		for _, d := range s.delayed {
 			if !d.notBefore.After(now) {
-				s.queue = append(s.queue, d)
+				s.ready(d)
 				continue
 			}
 			if w := d.notBefore.Sub(now); wait < 0 || w < wait {
@@ -244,16 +285,13 @@ func (s *sched) next(ctx context.Context) (*task, bool) {
 		}
 		clear(s.delayed[len(keep):])
 		s.delayed = keep
-		if s.head < len(s.queue) {
-			t := s.queue[s.head]
-			s.queue[s.head] = nil
-			s.head++
-			if s.head > 1024 && s.head*2 > len(s.queue) {
-				s.queue = append(s.queue[:0], s.queue[s.head:]...)
-				s.head = 0
-			}
+		t := s.urgent.pop()
+		if t == nil {
+			t = s.normal.pop()
+		}
+		if t != nil {
 			t.running = true
-			more := s.head < len(s.queue)
+			more := s.urgent.len()+s.normal.len() > 0
 			below := s.queued() < s.high
 			s.mu.Unlock()
 			if more {
@@ -430,6 +468,7 @@ func (s *sched) queuedTasks() []*task {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]*task, 0, s.queued())
-	out = append(out, s.queue[s.head:]...)
+	out = append(out, s.urgent.rest()...)
+	out = append(out, s.normal.rest()...)
 	return append(out, s.delayed...)
 }
