@@ -45,7 +45,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: help build run deps deps-apt deps-s3 deps-bench test lint bench bench-ftp bench-mirror clean distclean
+.PHONY: help build run deps deps-apt deps-bench test lint bench bench-ftp bench-mirror clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value]"
@@ -79,14 +79,13 @@ run: build $(BIN)/minio ## start a local MinIO (127.0.0.1:9000, ./ftpgate-minio)
 	  sleep 0.2; \
 	done; \
 	echo "make run: MinIO on http://$(MINIO_HOST):$(MINIO_PORT), data in $(MINIO_DATA), credentials in $(MINIO_ENV), log in $(STATE_DIR)/minio.log"; \
-	env -u FTPGATE_CONFIG bin/ftpgate serve
+	env -u FTPGATE_CONFIG FTPGATE_S3_ENDPOINT=$(MINIO_HOST):$(MINIO_PORT) \
+	  FTPGATE_S3_ACCESS_KEY="$$MINIO_ROOT_USER" FTPGATE_S3_SECRET_KEY="$$MINIO_ROOT_PASSWORD" bin/ftpgate serve
 
-deps: deps-apt $(BIN)/minio ## install what `make test` needs, when missing: lftp, curl, MinIO (~2 min to build)
+deps: deps-apt $(BIN)/minio $(BIN)/versitygw ## install what `make test` needs, when missing: lftp, curl, MinIO and versitygw (a few minutes to build, once)
 
 deps-apt:
 	$(call apt_install,lftp curl)
-
-deps-s3: $(BIN)/versitygw ## install a second S3 server (versitygw) for the S3 compatibility tests
 
 deps-bench: deps-apt $(BIN)/minio $(BIN)/mc $(BIN)/rclone ## install what `make bench` needs, when missing: vsftpd, MinIO, mc, rclone
 	$(call apt_install,vsftpd)

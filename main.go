@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
@@ -137,6 +138,10 @@ func loadConfig(cmd *cobra.Command, allowDefault bool) (*conf.Config, error) {
 	return nil, usageErr(err)
 }
 
+// defaultBucket is where the embedded default mirrors when
+// $FTPGATE_S3_ENDPOINT names a store.
+const defaultBucket = "ftpgate"
+
 // embeddedDefault is the config of "ftpgate serve" with no file anywhere.
 func embeddedDefault(stderr io.Writer) (*conf.Config, error) {
 	pass := os.Getenv("FTPGATE_ADMIN_PASSWORD")
@@ -152,6 +157,18 @@ func embeddedDefault(stderr io.Writer) (*conf.Config, error) {
 		return nil, fmt.Errorf("hash admin password: %w", err)
 	}
 	cfg := conf.Default(string(hash))
+	if ep := os.Getenv("FTPGATE_S3_ENDPOINT"); ep != "" {
+		// make run: mirror the whole data root to a local MinIO
+		cfg.S3 = &conf.S3{
+			Endpoint:  ep,
+			AccessKey: os.Getenv("FTPGATE_S3_ACCESS_KEY"),
+			SecretKey: os.Getenv(conf.EnvS3SecretKey),
+		}
+		cfg.Mirrors = []conf.Mirror{{
+			Name: "data", Local: cfg.Storage.Root, Bucket: defaultBucket, Remove: true,
+			Reconcile: time.Hour, MaxDelete: 1000, MaxDeleteRatio: 0.2,
+		}}
+	}
 	for _, dir := range []string{cfg.Storage.Root, cfg.Storage.StateDir} {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, usageErr(fmt.Errorf("create %s: %w", dir, err))
@@ -273,6 +290,15 @@ func openMirror(cfg *conf.Config, opts mirror.Options, log *slog.Logger) (*mirro
 	if err != nil {
 		j.Close()
 		return nil, nil, usageErr(err)
+	}
+	if cfg.Path == "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := store.EnsureBucket(ctx, defaultBucket)
+		cancel()
+		if err != nil {
+			j.Close()
+			return nil, nil, usageErr(err)
+		}
 	}
 	m, err := mirror.New(cfg, store, j, opts, log)
 	if err != nil {

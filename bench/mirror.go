@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -51,6 +52,7 @@ type mirrorRun struct {
 	vsPassive                portRange // vsftpd's passive range while it runs
 
 	timedStarts, busyStarts int
+	loadStart               string // 1-minute load average when the measurements began
 	res                     mirrorResults
 }
 
@@ -118,6 +120,7 @@ func runMirror(ctx context.Context, e *env) error {
 	}
 
 	start := time.Now()
+	r.loadStart = loadAverage()
 	if err := r.latency(ctx); err != nil {
 		return err
 	}
@@ -471,7 +474,8 @@ func (r *mirrorRun) report(ctx context.Context) error {
 	fmt.Fprintf(out, "\nmirror benchmark: one MinIO on %s, fresh buckets per leg; (b) and (c): %d round(s), median, order rotating\n",
 		r.s3.endpoint, e.opts.rounds)
 	fmt.Fprintf(out, "tools: %s; %s\n", strings.Join(tools, ", "), toolVersions(ctx))
-	fmt.Fprintf(out, "scratch directory %s\n\n", e.workDir)
+	fmt.Fprintf(out, "scratch directory %s; load average (1 min) %s at the start, %s at the end, %d CPUs\n\n",
+		e.workDir, r.loadStart, loadAverage(), runtime.NumCPU())
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "metric\tftpgate\tanchor\tanchor is\tratio\tgoal\tresult\t")
 	missed := 0
@@ -602,4 +606,16 @@ func isDir(p string) (bool, error) {
 		return false, fmt.Errorf("%s: %w", p, errNotDir)
 	}
 	return true, nil
+}
+
+// loadAverage is the 1-minute load average from /proc/loadavg, or "?".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }

@@ -79,6 +79,12 @@ func (r *mirrorRun) latency(ctx context.Context) error {
 			}
 		}
 	}
+	flushAll()
+	r.timedStarts++
+	if idle, ok := waitIdle(ctx, 30*time.Second); !ok {
+		r.busyStarts++
+		r.e.log.Warn("the machine stayed busy; the latency figures are noisy", "cpu_idle", fmt.Sprintf("%.0f%%", idle*100))
+	}
 	r.e.log.Info("latency: measuring", "files", latencyFiles, "sides", len(sides))
 	for i := range latencyFiles {
 		order := sides
@@ -246,14 +252,7 @@ func (r *mirrorRun) latencyAnchor(ctx context.Context) (s *latencySide, err erro
 	r.e.log.Info("latency: vsftpd + mc mirror --watch", "ftp", vs.addr, "watched", watched, "bucket", bucket)
 	return &latencySide{
 		name: name, bucket: bucket, conn: conn, rng: sideRNG(name),
-		check: func() error {
-			select {
-			case <-mc.done:
-				return fmt.Errorf("mc mirror --watch exited during the run: %v\n%s", mc.err, mc.logTail(20))
-			default:
-				return nil
-			}
-		},
+		check: func() error { return exitedEarly(mc, "mc mirror --watch") },
 		stop: func() {
 			for _, f := range slices.Backward(undo) {
 				f()
@@ -287,17 +286,20 @@ func (r *mirrorRun) latencyGate(ctx context.Context) (*latencySide, error) {
 	r.e.log.Info("latency: ftpgate serve", "ftp", g.ftpAddr, "bucket", bucket, "log", proc.logPath)
 	return &latencySide{
 		name: toolGate, bucket: bucket, conn: conn, rng: sideRNG(toolGate),
-		check: func() error {
-			select {
-			case <-proc.done:
-				return fmt.Errorf("ftpgate serve exited during the run: %v\n%s", proc.err, proc.logTail(20))
-			default:
-				return nil
-			}
-		},
+		check: func() error { return exitedEarly(proc, "ftpgate serve") },
 		stop: func() {
 			conn.Quit()
 			proc.stop(10 * time.Second)
 		},
 	}, nil
+}
+
+// exitedEarly is an error when p, which should still run, has exited.
+func exitedEarly(p *process, what string) error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s exited during the run: %v\n%s", what, p.err, p.logTail(20))
+	default:
+		return nil
+	}
 }

@@ -3,7 +3,9 @@ package mirror
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -300,9 +302,16 @@ func (m *Mirror) execSync(ctx context.Context, t *task) outcome {
 	if err != nil {
 		return failed(err)
 	}
-	if has && t.force && rec.sameFile(st) && m.objectIs(ctx, t, rec) {
-		// the pass's listing predates an upload that already happened
-		return outcome{kind: outUnchanged, commit: dropPending(t)}
+	if has && t.force && rec.sameFile(st) {
+		// the pass's listing may predate an upload that already happened,
+		// or the store reports another ETag for the same content
+		if etag, ok := m.objectIs(ctx, t, rec); ok {
+			if etag == rec.etag {
+				return outcome{kind: outUnchanged, commit: dropPending(t)}
+			}
+			rec.etag = etag
+			return outcome{kind: outUnchanged, commit: recordDone(t.rel, rec)}
+		}
 	}
 	var known *[32]byte
 	if has && !t.force {
@@ -340,14 +349,21 @@ func (m *Mirror) execSync(ctx context.Context, t *task) outcome {
 	return m.upload(ctx, t, known)
 }
 
-// objectIs reports whether the bucket holds the object rec describes.
-func (m *Mirror) objectIs(ctx context.Context, t *task, rec fileRecord) bool {
+// objectIs reports whether the bucket holds the object rec describes: its
+// ETag, or its size, X-Amz-Meta-Mtime and X-Amz-Meta-Sha256. It returns
+// the object's ETag.
+func (m *Mirror) objectIs(ctx context.Context, t *task, rec fileRecord) (string, bool) {
 	ss, ok := m.store.(statStore)
-	if !ok || rec.etag == "" {
-		return false
+	if !ok {
+		return "", false
 	}
 	oi, err := ss.Stat(ctx, t.mp.cfg.Bucket, t.mp.key(t.rel))
-	return err == nil && oi.size == rec.size && oi.etag == rec.etag
+	if err != nil || oi.size != rec.size {
+		return "", false
+	}
+	same := (rec.etag != "" && oi.etag == rec.etag) ||
+		(oi.hasSHA && oi.sha256 == rec.sha && oi.hasMtime && oi.mtime == rec.mtime)
+	return oi.etag, same
 }
 
 // localErr turns an error reading the local file into an outcome.
@@ -500,8 +516,10 @@ func (m *Mirror) upload(ctx context.Context, t *task, known *[32]byte) outcome {
 		m.logOp(t, "put", key, fi.Size(), start)
 		return outcome{kind: outUploaded, bytes: fi.Size()}
 	}
-	if err := m.writePending(t, opSync, t.hint != nil); err != nil {
-		return failed(err)
+	if t.hint == nil {
+		if err := m.writePending(t, opSync, false); err != nil {
+			return failed(err)
+		}
 	}
 	var (
 		etag string
@@ -666,6 +684,7 @@ func (m *Mirror) execBatch(ctx context.Context, s *sched, t *task) {
 		c   *task
 		st  fileStat
 		obj batchObject
+		md5 string
 	}
 	var items []item
 	var rest []*task // children to send one by one
@@ -677,7 +696,9 @@ func (m *Mirror) execBatch(ctx context.Context, s *sched, t *task) {
 			continue
 		}
 		sum := sha256.Sum256(data)
-		items = append(items, item{c: c, st: st, obj: batchObject{key: mp.key(c.rel), data: data, meta: objectMeta{mtime: st.mtime, sha256: sum}}})
+		m5 := md5.Sum(data)
+		items = append(items, item{c: c, st: st, md5: hex.EncodeToString(m5[:]),
+			obj: batchObject{key: mp.key(c.rel), data: data, meta: objectMeta{mtime: st.mtime, sha256: sum}}})
 		size += st.size
 	}
 	finish := func(ok []item, o func(item) outcome) {
@@ -734,7 +755,11 @@ func (m *Mirror) execBatch(ctx context.Context, s *sched, t *task) {
 	s.unbatch(t, rest)
 	commit := func(x *mtx) error {
 		for _, it := range items {
-			rec := fileRecord{size: it.st.size, mtime: it.st.mtime, ctime: it.st.ctime, inode: it.st.inode, sha: it.obj.meta.sha256}
+			// MinIO's ETag of a single-part object is its MD5; should the
+			// store say otherwise, the next pass checks the metadata and
+			// records the store's ETag
+			rec := fileRecord{size: it.st.size, mtime: it.st.mtime, ctime: it.st.ctime, inode: it.st.inode,
+				sha: it.obj.meta.sha256, etag: it.md5}
 			if err := recordDone(it.c.rel, rec)(x); err != nil {
 				return err
 			}

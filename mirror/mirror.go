@@ -104,10 +104,11 @@ type Mirror struct {
 	events chan notifyEvent
 
 	// set while Run or Pass runs
-	active atomic.Bool
-	sched  atomic.Pointer[sched]
-	jw     atomic.Pointer[journalWriter]
-	stop   atomic.Pointer[chan struct{}] // closed when Run's context ends
+	active  atomic.Bool
+	running atomic.Bool // Run's scheduler takes Notify's work directly
+	sched   atomic.Pointer[sched]
+	jw      atomic.Pointer[journalWriter]
+	stop    atomic.Pointer[chan struct{}] // closed when Run's context ends
 
 	batchOff atomic.Bool // the store refused a batch: single PUTs from now on
 
@@ -290,10 +291,27 @@ func (m *Mirror) stopping() bool {
 // full it records the work in the journal instead.
 func (m *Mirror) Notify(absPath string, size int64, sha256 [32]byte, mtime time.Time) {
 	ev := notifyEvent{abs: filepath.Clean(absPath), hint: uploadHint{size: size, mtime: mtime.UnixNano(), sha: sha256}}
+	if m.running.Load() {
+		// straight to the queue: one goroutine hop less before the PUT
+		m.route(ev)
+		return
+	}
 	select {
 	case m.events <- ev:
 	default:
 		m.spill(ev)
+	}
+}
+
+// route queues an announced upload for every mapping it belongs to.
+func (m *Mirror) route(ev notifyEvent) {
+	for _, mp := range m.mappings {
+		rel, ok := mp.relOf(ev.abs)
+		if !ok || mp.ex.excludedPath(rel) {
+			continue
+		}
+		h := ev.hint
+		m.enqueue(&task{mp: mp, kind: kindSync, rel: rel, hint: &h})
 	}
 }
 

@@ -3,6 +3,7 @@ package mirror
 import (
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -343,5 +344,37 @@ func TestPassBatchesSmallFiles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A store that reports another ETag for the same content (compression,
+// encryption, a copy): the metadata vouches for it, nothing is sent, and
+// the store's ETag is recorded.
+func TestPassETagDiffersSameContent(t *testing.T) {
+	h := newHarness(t, Options{}, nil)
+	for i := range 5 {
+		h.write(fmt.Sprintf("f%d", i), "same", t0)
+	}
+	h.pass()
+	h.fake.mu.Lock()
+	for k, o := range h.fake.objects {
+		o.etag = "other-" + o.etag
+		h.fake.objects[k] = o
+	}
+	h.fake.mu.Unlock()
+	puts, _, _ := h.fake.counts()
+	s := h.pass()
+	if s.Uploaded != 0 || s.Unchanged != 5 {
+		t.Fatalf("pass: %+v", s)
+	}
+	if p, _, _ := h.fake.counts(); p != puts {
+		t.Fatalf("%d PUTs for unchanged content", p-puts)
+	}
+	stats := h.fake.stats
+	if s := h.pass(); s.Unchanged != 5 || h.fake.stats != stats {
+		t.Fatalf("third pass: %+v, %d more Stats", s, h.fake.stats-stats)
+	}
+	if rec, _ := h.recordOf("f0"); !strings.HasPrefix(rec.etag, "other-") {
+		t.Fatalf("record etag %q", rec.etag)
 	}
 }

@@ -87,6 +87,7 @@ func (m *Mirror) Run(ctx context.Context) error {
 	defer cancelOps()
 	w := m.startWorkers(ctx, opCtx)
 
+	m.running.Store(true)
 	var wg sync.WaitGroup
 	wg.Go(func() { m.dispatch(ctx) })
 	for _, mp := range m.mappings {
@@ -94,6 +95,7 @@ func (m *Mirror) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	close(stopCh)
+	m.running.Store(false)
 	wg.Wait()
 	m.log.Info("mirror stopping: letting running operations finish", "drain", m.opts.DrainTimeout)
 	w.stop(m.opts.DrainTimeout, cancelOps)
@@ -144,21 +146,14 @@ func (m *Mirror) saveQueued(s *sched) {
 	}
 }
 
-// dispatch routes Notify's uploads to the mappings they belong to.
+// dispatch routes the uploads Notify announced before Run took over.
 func (m *Mirror) dispatch(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case ev := <-m.events:
-			for _, mp := range m.mappings {
-				rel, ok := mp.relOf(ev.abs)
-				if !ok || mp.ex.excludedPath(rel) {
-					continue
-				}
-				h := ev.hint
-				m.enqueue(&task{mp: mp, kind: kindSync, rel: rel, hint: &h})
-			}
+			m.route(ev)
 		}
 	}
 }
