@@ -86,16 +86,19 @@
 // pages are released from the process after each stretch of a pass.
 //
 // Pending operations are committed before their operation runs, with one
-// exception for latency: an upload announced by Notify is sent while its
-// pending record is being committed. An operation's result (the record,
-// the pending record's removal) is committed in groups by one journal
-// writer after the worker moved on; the path stays busy until then. A
-// crash in between is covered at start: pending operations are replayed,
-// and the start-up pass finds files with no matching record, adopting
-// objects that did arrive (by size and X-Amz-Meta-Mtime) instead of sending
-// them again. S3 PUTs are atomic and a failed multipart upload is aborted
-// (one left by a killed process is aborted when its key is sent again), so
-// a crash never publishes a partial object.
+// exception for latency: an upload announced by Notify is sent at once, and
+// its pending record is written only if the upload fails (the replay then
+// retries it). An operation's result (the record, the pending record's
+// removal) is committed in groups by one journal writer after the worker
+// moved on; the path stays busy until then. Every change is therefore
+// either mirrored and recorded, queued in memory, or pending in the
+// journal; a crash loses only the memory queue, and the start-up pass
+// rebuilds it from the tree: it finds files with no matching record, and
+// adopts objects that did arrive (by size and X-Amz-Meta-Mtime) instead of
+// sending them again. Shutdown writes the memory queue to the journal. S3
+// PUTs are atomic and a failed multipart upload is aborted (one left by a
+// killed process is aborted when its key is sent again), so a crash never
+// publishes a partial object.
 //
 // # Objects
 //

@@ -234,22 +234,20 @@ func (m *Mirror) logOp(t *task, op, key string, bytes int64, start time.Time, ex
 	t.mp.log.Info("mirrored", args...)
 }
 
-// writePending commits t's pending record before its operation runs; with
-// async (uploads announced by Notify) the commit runs alongside the
-// operation, see the package comment.
-func (m *Mirror) writePending(t *task, op opKind, async bool) error {
+// writePending commits t's pending record, normally before its operation
+// runs (see upload for the exception).
+func (m *Mirror) writePending(t *task, op opKind) error {
 	if t.pending || m.opts.DryRun {
 		return nil
 	}
-	t.pending = true
 	rel, now := t.rel, t.enqueued.UnixNano()
-	fn := func(x *mtx) error { return x.putPending(rel, pendingRecord{op: op, enqueued: now}) }
-	jw := m.jw.Load()
-	if async {
-		jw.submit(t.mp.name, fn, nil)
-		return nil
+	err := m.jw.Load().do(t.mp.name, func(x *mtx) error {
+		return x.putPending(rel, pendingRecord{op: op, enqueued: now})
+	})
+	if err == nil {
+		t.pending = true
 	}
-	return jw.do(t.mp.name, fn)
+	return err
 }
 
 // dropPending is the commit of a task with nothing (more) to do: its
@@ -479,7 +477,7 @@ func (m *Mirror) copyFrom(ctx context.Context, t *task, st fileStat, src string,
 		m.logOp(t, "copy", to, st.size, start, "from", from)
 		return outcome{kind: outCopied, bytes: st.size, src: src}, true
 	}
-	if err := m.writePending(t, opSync, false); err != nil {
+	if err := m.writePending(t, opSync); err != nil {
 		return failed(err), true
 	}
 	var etag string
@@ -516,8 +514,12 @@ func (m *Mirror) upload(ctx context.Context, t *task, known *[32]byte) outcome {
 		m.logOp(t, "put", key, fi.Size(), start)
 		return outcome{kind: outUploaded, bytes: fi.Size()}
 	}
+	// An upload announced by Notify goes out at once: its pending record
+	// is written only if it fails (for the replay). A crash before that
+	// is covered by the start-up pass, which finds the file unrecorded.
+	// Other uploads record their pending operation first.
 	if t.hint == nil {
-		if err := m.writePending(t, opSync, false); err != nil {
+		if err := m.writePending(t, opSync); err != nil {
 			return failed(err)
 		}
 	}
@@ -588,6 +590,11 @@ func (m *Mirror) upload(ctx context.Context, t *task, known *[32]byte) outcome {
 			return outcome{kind: outGone, commit: dropPending(t)}
 		case classify(err) == classMismatch:
 			return failed(fmt.Errorf("%w: %v", errChanged, err))
+		case errors.Is(err, errChanged):
+			return failed(err) // sent again shortly, from memory
+		}
+		if perr := m.writePending(t, opSync); perr != nil {
+			t.mp.log.Error("could not record a failed upload; the next full pass sends it", "path", t.rel, "err", perr)
 		}
 		return failed(err)
 	}
@@ -652,7 +659,7 @@ func (m *Mirror) execDelete(ctx context.Context, t *task) outcome {
 		m.logOp(t, "delete", key, 0, start)
 		return outcome{kind: outDeleted}
 	}
-	if err := m.writePending(t, opDelete, false); err != nil {
+	if err := m.writePending(t, opDelete); err != nil {
 		return failed(err)
 	}
 	err := m.retry(ctx, t, "delete", key, func(ctx context.Context) error {

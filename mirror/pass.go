@@ -80,7 +80,11 @@ func (m *Mirror) runPass(ctx context.Context, mp *mapping, sub, trigger string, 
 	mp.mu.Lock()
 	mp.status.LastPassStart = start
 	mp.mu.Unlock()
-	mp.log.Info("mirror pass started", "trigger", trigger, "subtree", sub)
+	if sub == "" {
+		mp.log.Info("mirror pass started", "trigger", trigger, "subtree", sub)
+	} else {
+		mp.log.Debug("mirror pass started", "trigger", trigger, "subtree", sub)
+	}
 
 	sum.Err = m.pass(ctx, mp, sub, trigger, &sum, prog)
 

@@ -204,7 +204,10 @@ func (m *Mirror) watch(ctx context.Context, mp *mapping, changes chan<- change) 
 		if m.sleep(ctx, watcherRetry) != nil {
 			return
 		}
-		mp.requestRescan("")
+		if fi, err := os.Stat(mp.root); err == nil && fi.IsDir() {
+			// changes made while nothing watched are found by a pass
+			mp.requestRescan("")
+		}
 	}
 }
 
@@ -455,12 +458,12 @@ func (m *Mirror) Pass(ctx context.Context, names []string) (Summary, error) {
 	prog := newProgress(m.opts.Progress, m.log, m.testProgressEvery)
 	sum := Summary{DryRun: m.opts.DryRun}
 	for _, mp := range mps {
-		m.abortUploads(ctx, mp)
 		prog.setMapping(mp.name)
 		sum.Mappings = append(sum.Mappings, m.runPass(ctx, mp, "", triggerOneShot, prog))
 		if ctx.Err() != nil {
 			break
 		}
+		m.abortUploads(ctx, mp)
 	}
 	prog.stop()
 	w.stop(0, func() {})

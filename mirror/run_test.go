@@ -3,10 +3,12 @@ package mirror
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -278,4 +280,28 @@ func TestRunDrainsAndKeepsQueue(t *testing.T) {
 	if p := h.pendingIn(); len(p) != 3 {
 		t.Fatalf("pending after shutdown %q, want all three", p)
 	}
+}
+
+// An announced upload is sent without a pending record; if it fails, the
+// record is written and the replay sends it once the store is back.
+func TestNotifyFailureIsReplayed(t *testing.T) {
+	h := newHarness(t, Options{ReplayEvery: 20 * time.Millisecond, MaxAttempts: 2}, nil)
+	var fail atomic.Bool
+	fail.Store(true)
+	h.fake.putErr = func(string, int) error {
+		if fail.Load() {
+			return &storeError{class: classRetry, err: errors.New("503 ServiceUnavailable")}
+		}
+		return nil
+	}
+	h.daemon()
+	h.write("up.bin", "payload", t0)
+	h.m.Notify(h.abs("up.bin"), 7, sha256.Sum256([]byte("payload")), t0)
+	waitUntil(t, "the failed upload in the journal", func() bool { return slices.Equal(h.pendingIn(), []string{"up.bin"}) })
+	if st := h.m.Status()[0]; st.Failed == 0 {
+		t.Fatalf("status: %+v", st)
+	}
+	fail.Store(false)
+	h.waitObject("up.bin", true)
+	waitUntil(t, "an empty journal queue", func() bool { return len(h.pendingIn()) == 0 })
 }
