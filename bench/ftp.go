@@ -36,6 +36,9 @@ type ftpRun struct {
 	// timedStarts counts the timed transfers; busyStarts those that began
 	// while something else kept the CPUs busy.
 	timedStarts, busyStarts int
+	// lastCPU is the server CPU time of the last timed transfer, or -1
+	// when it could not be measured.
+	lastCPU time.Duration
 }
 
 // ftpSamples are one server's per-round measurements.
@@ -44,6 +47,17 @@ type ftpSamples struct {
 	get       []float64 // MiB/s
 	small     []float64 // seconds for the whole mirror -R
 	putNoSync []float64 // MiB/s, ftpgate with fsync off
+
+	// Server CPU seconds (user + system, session processes included) of
+	// each transfer above, in the same order.
+	putCPU, getCPU, smallCPU, putNoSyncCPU []float64
+}
+
+// addCPU appends the last transfer's server CPU time to *to, if measured.
+func (r *ftpRun) addCPU(to *[]float64) {
+	if r.lastCPU >= 0 {
+		*to = append(*to, r.lastCPU.Seconds())
+	}
 }
 
 // runFTP is the "ftp" target (issue 2).
@@ -101,6 +115,7 @@ func runFTP(ctx context.Context, e *env) error {
 				return err
 			}
 			samples[s.name].put = append(samples[s.name].put, v)
+			r.addCPU(&samples[s.name].putCPU)
 		}
 		for _, s := range order {
 			v, err := r.get(ctx, s, round == 0)
@@ -108,6 +123,7 @@ func runFTP(ctx context.Context, e *env) error {
 				return err
 			}
 			samples[s.name].get = append(samples[s.name].get, v)
+			r.addCPU(&samples[s.name].getCPU)
 		}
 		for _, s := range order {
 			v, err := r.mirror(ctx, s, round)
@@ -115,6 +131,7 @@ func runFTP(ctx context.Context, e *env) error {
 				return err
 			}
 			samples[s.name].small = append(samples[s.name].small, v)
+			r.addCPU(&samples[s.name].smallCPU)
 		}
 	}
 
@@ -139,6 +156,7 @@ func runFTP(ctx context.Context, e *env) error {
 					return fmt.Errorf("%s: remove upload: %w", s.name, err)
 				}
 				samples[s.name].putNoSync = append(samples[s.name].putNoSync, v)
+				r.addCPU(&samples[s.name].putNoSyncCPU)
 			}
 		}
 	}
@@ -279,7 +297,9 @@ func (r *ftpRun) mirror(ctx context.Context, s *ftpServer, round int) (float64, 
 // timed flushes dirty pages, waits for idle CPUs, recycles bytes of page cache (the size of
 // what the command writes), logs in, then times one lftp command. Anything
 // lftp prints during the command is logged: it is either an error (and lftp
-// then exits) or a warning worth seeing.
+// then exits) or a warning worth seeing. It also sets r.lastCPU, the CPU
+// time the server spent on the command, which unlike the wall time hardly
+// depends on what else the machine runs.
 func (r *ftpRun) timed(ctx context.Context, s *ftpServer, bytes int64, command string) (time.Duration, error) {
 	e := r.e
 	flushAll()
@@ -296,9 +316,14 @@ func (r *ftpRun) timed(ctx context.Context, s *ftpServer, bytes int64, command s
 		return 0, err
 	}
 	defer sess.close()
+	r.lastCPU = -1
+	cpu0, cpuErr := s.proc.cpu()
 	d, out, err := sess.timed(ctx, command)
 	if err != nil {
 		return 0, err
+	}
+	if cpu1, err := s.proc.cpu(); cpuErr == nil && err == nil {
+		r.lastCPU = cpu1 - cpu0
 	}
 	if len(out) > 0 {
 		e.log.Warn("lftp printed something", "server", s.name, "command", command, "out", strings.Join(firstN(out, 5), " | "), "lines", len(out))
@@ -483,6 +508,7 @@ func (r *ftpRun) report(ctx context.Context, samples map[string]*ftpSamples) err
 			fmt.Fprintf(out, "  %-36s vsftpd  %s\n", l.metric, formatSeries(l.vsRaw, l.unit))
 		}
 	}
+	r.reportCPU(samples)
 	fmt.Fprint(out, `
 notes:
   - Timings cover the command only: lftp is started and logged in before the clock starts.
@@ -504,6 +530,47 @@ notes:
 		return fmt.Errorf("ftp: %d of the goals: %w", missed, errGoalMissed)
 	}
 	return nil
+}
+
+// reportCPU prints the servers' CPU time per transfer: on a shared or busy
+// machine the wall-clock ratios above are noisy, these are not.
+func (r *ftpRun) reportCPU(samples map[string]*ftpSamples) {
+	gate, vs := samples[serverFTPGate], samples[serverVsftpd]
+	if gate == nil || vs == nil {
+		return
+	}
+	big := formatBytes(r.w.bigSize)
+	rows := []struct {
+		metric         string
+		gateRaw, vsRaw []float64
+	}{
+		{"upload " + big + " (ftpgate fsync on)", gate.putCPU, vs.putCPU},
+		{"download " + big, gate.getCPU, vs.getCPU},
+		{fmt.Sprintf("%d × %s, mirror -R -P4", r.w.files, formatBytes(r.w.fileSize)), gate.smallCPU, vs.smallCPU},
+		{"upload " + big + " (ftpgate fsync off)", gate.putNoSyncCPU, vs.putNoSyncCPU},
+	}
+	out := r.e.out
+	fmt.Fprintf(out, "\nserver CPU per command (user + system of the server and its session processes, clock ticks of 10 ms; medians):\n\n")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "metric\tftpgate\tvsftpd\tvsftpd/ftpgate\t")
+	printed := false
+	for _, row := range rows {
+		g, v := median(row.gateRaw), median(row.vsRaw)
+		if len(row.gateRaw) == 0 || len(row.vsRaw) == 0 {
+			continue
+		}
+		ratio := "-"
+		if g > 0 {
+			ratio = fmt.Sprintf("%.2f", v/g)
+		}
+		fmt.Fprintf(tw, "%s\t%.2f s\t%.2f s\t%s\t\n", row.metric, g, v, ratio)
+		printed = true
+	}
+	if !printed {
+		fmt.Fprintln(out, "  (not measured on this system)")
+		return
+	}
+	tw.Flush()
 }
 
 // reproduce is the make command that repeats this run.

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strconv"
@@ -105,4 +107,56 @@ func cpuTimes() (idle, total uint64, err error) {
 		}
 	}
 	return idle, total, nil
+}
+
+// userHZ is the unit of the times in /proc/<pid>/stat: USER_HZ, 100 on
+// every architecture Linux runs Go on.
+const userHZ = 100
+
+// cpu is the user and system time of the process and its descendants,
+// each with the children it has reaped: vsftpd runs each session in
+// processes of its own, and their time moves to the parent that reaps them.
+func (p *process) cpu() (time.Duration, error) {
+	var ticks int64
+	var walk func(pid string, depth int) error
+	walk = func(pid string, depth int) error {
+		b, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			if depth > 0 && errors.Is(err, fs.ErrNotExist) {
+				return nil // exited and reaped meanwhile: counted by its parent
+			}
+			return err
+		}
+		// The command name may hold spaces; the fields after it do not.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			return fmt.Errorf("/proc/%s/stat: no command name", pid)
+		}
+		// f[0] is field 3 (state); utime, stime, cutime, cstime are 14-17.
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 15 {
+			return fmt.Errorf("/proc/%s/stat: %d fields", pid, len(f)+2)
+		}
+		for _, v := range f[11:15] {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return fmt.Errorf("/proc/%s/stat: %w", pid, err)
+			}
+			ticks += n
+		}
+		children, err := os.ReadFile("/proc/" + pid + "/task/" + pid + "/children")
+		if err != nil || depth > 8 {
+			return nil
+		}
+		for _, c := range strings.Fields(string(children)) {
+			if err := walk(c, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(strconv.Itoa(p.cmd.Process.Pid), 0); err != nil {
+		return 0, err
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
 }

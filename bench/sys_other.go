@@ -18,3 +18,5 @@ func dieWithParent(cmd *exec.Cmd) {}
 func flushAll() {}
 
 func waitIdle(ctx context.Context, limit time.Duration) (float64, bool) { return 1, true }
+
+func (p *process) cpu() (time.Duration, error) { return 0, errors.New("bench runs on Linux only") }

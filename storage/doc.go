@@ -9,13 +9,15 @@
 // it returns is a [*PathError] carrying that virtual path, never a real one.
 //
 // Uploads ([FS.OpenUpload]) stream into a hidden part file in the target
-// directory, hashing with SHA-256 and starting writeback as bytes arrive.
+// directory, hashing with SHA-256 (on a second goroutine, see
+// [Upload.ReadFrom]) and starting writeback as bytes arrive.
 // [Upload.Commit] fsyncs, renames the part to its final name and fsyncs the
-// directory, so a final name never holds a partial file. [Upload.Abort]
-// keeps the part so that the same user can resume it (REST + STOR or APPE)
-// until [Root.SweepParts] removes it after [Policy.ResumeTTL]. Parts are
-// recorded in a small registry under [Policy.StateDir], so sweeping never
-// walks the data tree.
+// directory (one fsync serving every upload that finished in it meanwhile),
+// so a final name never holds a partial file. [Upload.Abort] keeps the part
+// so that the same user can resume it (REST + STOR or APPE) until
+// [Root.SweepParts] removes it after [Policy.ResumeTTL]. Parts are recorded
+// in an append-only journal under [Policy.StateDir], so sweeping never walks
+// the data tree. Downloads ([File.WriteTo]) use sendfile.
 //
 // The package knows nothing about FTP: the server package wraps [FS] into an
 // ftpserverlib driver.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path"
 
@@ -57,9 +58,15 @@ func (f *File) Seek(offset int64, whence int) (int64, error) {
 }
 
 // WriteTo copies the rest of the file to w, with sendfile when w is a TCP
-// or Unix connection. Errors of the file become *PathError; errors of w are
-// returned as they are.
+// or Unix connection (blocking sendfile for plain TCP, see sendFile).
+// Errors of the file become *PathError; errors of w are returned as they
+// are.
 func (f *File) WriteTo(w io.Writer) (int64, error) {
+	if c, ok := w.(net.Conn); ok {
+		if n, handled, err := sendFile(c, f.f); handled {
+			return n, err
+		}
+	}
 	n, err := f.f.WriteTo(w)
 	var pe *os.PathError
 	if errors.As(err, &pe) && pe.Path == f.f.Name() {

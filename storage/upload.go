@@ -17,7 +17,9 @@ import (
 
 // writebackChunk is how many bytes an upload writes between two writeback
 // steps (RocksDB's bytes_per_sync): dirty pages stay bounded and the fsync
-// in Commit has little left to do.
+// in Commit has little left to do. Without Policy.Fsync writeback is only
+// started, never waited for: a large upload then does not fill the page
+// cache with dirty pages until the kernel throttles every writer.
 const writebackChunk = 8 << 20
 
 // Result describes a committed upload, for the mirror.
@@ -49,8 +51,9 @@ type Upload struct {
 	done bool  // committed or aborted
 
 	// Writeback: [wbPrev, wbNext) has been started and not yet waited
-	// for; from wbNext on nothing has been started.
-	wb             bool
+	// for; from wbNext on nothing has been started. wbWait: wait for the
+	// step before each new one (with Policy.Fsync).
+	wb, wbWait     bool
 	wbPrev, wbNext int64
 }
 
@@ -93,7 +96,7 @@ func (f *FS) OpenUpload(name string, offset int64, appendMode bool) (*Upload, er
 	}
 	u := &Upload{
 		fs: f, virt: virt, rel: rel, dir: dir, base: base, part: partName(f.user, virt),
-		h: sha256.New(), wb: f.r.pol.Fsync,
+		h: sha256.New(), wb: true, wbWait: f.r.pol.Fsync,
 	}
 	u.key = path.Join(f.home, dir, u.part)
 	if !f.r.acquire(u.key) {
@@ -121,7 +124,7 @@ func (f *FS) openDir(dir string) (*os.File, error) {
 }
 
 // checkFinal fails before any byte is received when the final name rel,
-// in the open directory d, is a directory or something else than a regular
+// in the open directory d, is a directory or anything but a regular
 // file, or leads out of the jail through a symlink. It reports whether a
 // file exists there.
 func (f *FS) checkFinal(d *os.File, rel string) (bool, error) {
@@ -328,11 +331,12 @@ func (u *Upload) write(p []byte) (int, error) {
 
 // Receiving an upload is a pipeline of recvChunk-sized buffers, recvDepth
 // of them per upload: the caller's goroutine receives a chunk and writes it
-// to the part, a second goroutine hashes it meanwhile. Chunks small enough
-// to stay in the CPU caches between the receive, the write and the hash.
+// to the part while a second goroutine hashes the one before. Each chunk
+// costs two goroutine hand-offs, so chunks are large (256 KiB chunks
+// measured some 10% more CPU per GiB).
 const (
-	recvChunk = 256 << 10
-	recvDepth = 4
+	recvChunk = 1 << 20
+	recvDepth = 3
 )
 
 // ReadFrom receives the rest of the upload from r until EOF; io.Copy uses
@@ -415,17 +419,17 @@ func (u *Upload) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
-// writeback starts writing out the bytes written since the last step and
-// waits for those of the step before, so that at most two chunks per
-// upload are dirty. Failures only switch it off: Commit's fsync is what
-// reports errors.
+// writeback starts writing out the bytes written since the last step and,
+// with wbWait, waits for those of the step before, so that at most two
+// chunks per upload are dirty. Failures only switch it off: Commit's fsync
+// is what reports errors.
 func (u *Upload) writeback() {
 	prev, start, end := u.wbPrev, u.wbNext, u.off
 	err := rawControl(u.rc, func(fd int) error {
 		if err := syncRange(fd, start, end-start, false); err != nil {
 			return err
 		}
-		if start > prev {
+		if u.wbWait && start > prev {
 			return syncRange(fd, prev, start-prev, true)
 		}
 		return nil
@@ -509,7 +513,7 @@ func (u *Upload) Commit() (Result, error) {
 			if err := unix.Fstat(dfd, &st); err != nil {
 				return err
 			}
-			dir = dirID{dev: st.Dev, ino: st.Ino}
+			dir = dirID{dev: uint64(st.Dev), ino: uint64(st.Ino)} // int32 and uint32 on some systems
 		}
 		return nil
 	})

@@ -368,33 +368,38 @@ func TestStatPart(t *testing.T) {
 	wantErr(t, err, "", ErrInvalidName)
 }
 
-// TestWriteback uploads past several writeback chunks with fsync on, and
-// checks that the bytes and the hash survive the range syncs.
+// TestWriteback uploads past several writeback chunks, with fsync on
+// (writeback waited for) and off (only started), and checks that the bytes
+// and the hash survive the range syncs.
 func TestWriteback(t *testing.T) {
-	e := newEnv(t, func(p *Policy) { p.Fsync = true })
-	f := e.jail("u", "u", false)
-	data := make([]byte, 3*writebackChunk+4321)
-	for i := range data {
-		data[i] = byte(i * 7)
-	}
-	u, err := f.OpenUpload("/big", 0, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for p := 0; p < len(data); p += 1 << 20 {
-		if _, err := u.Write(data[p:min(p+1<<20, len(data))]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !u.wb || u.wbNext != 3*writebackChunk || u.wbPrev != 2*writebackChunk {
-		t.Fatalf("writeback state: on %v, prev %d, next %d", u.wb, u.wbPrev, u.wbNext)
-	}
-	res, err := u.Commit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.SHA256 != sha256.Sum256(data) || e.read("u/big") != string(data) {
-		t.Fatal("content or hash differs")
+	for _, fsync := range []bool{true, false} {
+		t.Run(map[bool]string{false: "nofsync", true: "fsync"}[fsync], func(t *testing.T) {
+			e := newEnv(t, func(p *Policy) { p.Fsync = fsync })
+			f := e.jail("u", "u", false)
+			data := make([]byte, 3*writebackChunk+4321)
+			for i := range data {
+				data[i] = byte(i * 7)
+			}
+			u, err := f.OpenUpload("/big", 0, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for p := 0; p < len(data); p += 1 << 20 {
+				if _, err := u.Write(data[p:min(p+1<<20, len(data))]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !u.wb || u.wbWait != fsync || u.wbNext != 3*writebackChunk || u.wbPrev != 2*writebackChunk {
+				t.Fatalf("writeback state: on %v, wait %v, prev %d, next %d", u.wb, u.wbWait, u.wbPrev, u.wbNext)
+			}
+			res, err := u.Commit()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.SHA256 != sha256.Sum256(data) || e.read("u/big") != string(data) {
+				t.Fatal("content or hash differs")
+			}
+		})
 	}
 }
 
