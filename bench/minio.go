@@ -194,3 +194,21 @@ func (s *minioServer) statSize(ctx context.Context, bucket, key string) (size in
 	}
 	return info.Size, true, nil
 }
+
+// listSize is statSize through a listing of the key as a prefix (one key at
+// most). MinIO serves a listing without the per-object lock that a HEAD
+// takes, so polling this way does not slow down, nor get slowed down by, a
+// PUT of the same key.
+func (s *minioServer) listSize(ctx context.Context, bucket, key string) (size int64, ok bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for o := range s.client.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: key, MaxKeys: 1}) {
+		if o.Err != nil {
+			return 0, false, fmt.Errorf("list %s/%s: %w", bucket, key, o.Err)
+		}
+		if o.Key == key {
+			return o.Size, true, nil
+		}
+	}
+	return 0, false, nil
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -59,8 +60,8 @@ type mirrorRun struct {
 // mirrorResults are the measurements of one run; what a side did not run
 // stays empty.
 type mirrorResults struct {
-	latGate, latAnchor       latencySeries
-	firstGate, firstMC       []float64 // seconds per round
+	latGate, latAnchor       [2]latencySeries // by probe
+	firstGate, firstMC       []float64        // seconds per round
 	firstRclone              []float64
 	noChangeGate, noChangeMC []float64
 	large                    *largeResult
@@ -408,26 +409,36 @@ func (r *mirrorRun) report(ctx context.Context) error {
 	e, res := r.e, r.res
 	var lines []mirrorLine
 
-	// (a)
-	la, lg := res.latAnchor, res.latGate
-	for _, p := range []float64{50, 99} {
-		l := mirrorLine{metric: fmt.Sprintf("(a) upload→visible p%.0f, %d × 1 KiB", p, latencyFiles), anchorIs: "vsftpd + mc mirror --watch", goalText: "≤ 0.50×", gate: "-", anchor: "-"}
-		g, a := percentile(lg.samples, p), percentile(la.samples, p)
-		if len(lg.samples) > 0 {
-			l.gate = ms(g)
-		}
-		if len(la.samples) > 0 {
-			l.anchor = ms(a)
-		}
-		if len(lg.samples) > 0 && len(la.samples) > 0 {
-			l.ratio = float64(g) / float64(a)
-			l.pass = judge(l.ratio, 0.5, true)
-			if lg.lost > 0 {
-				f := false
-				l.pass = &f
+	// (a): the goal is judged on the StatObject series; the ListObjects
+	// one is shown beside it, unjudged (see probeList).
+	for _, pr := range []probe{probeStat, probeList} {
+		la, lg := res.latAnchor[pr], res.latGate[pr]
+		for _, p := range []float64{50, 99} {
+			l := mirrorLine{metric: fmt.Sprintf("(a) upload→visible p%.0f, %d × 1 KiB", p, latencyFiles), anchorIs: "vsftpd + mc mirror --watch",
+				goalText: "≤ 0.50×", gate: "-", anchor: "-"}
+			if pr == probeList {
+				l.metric = fmt.Sprintf("    same, polled with ListObjects, p%.0f", p)
+				l.goalText = "(no goal)"
 			}
+			g, a := percentile(lg.samples, p), percentile(la.samples, p)
+			if len(lg.samples) > 0 {
+				l.gate = ms(g)
+			}
+			if len(la.samples) > 0 {
+				l.anchor = ms(a)
+			}
+			if len(lg.samples) > 0 && len(la.samples) > 0 {
+				l.ratio = float64(g) / float64(a)
+				if pr == probeStat {
+					l.pass = judge(l.ratio, 0.5, true)
+					if lg.lost > 0 {
+						f := false
+						l.pass = &f
+					}
+				}
+			}
+			lines = append(lines, l)
 		}
-		lines = append(lines, l)
 	}
 
 	// (b)
@@ -497,16 +508,20 @@ func (r *mirrorRun) report(ctx context.Context) error {
 	fmt.Fprint(out, "\nratio: (a), (c) ftpgate / anchor (lower is better); (b) anchor time / ftpgate time (higher is better).\n")
 
 	fmt.Fprintf(out, "\nraw figures:\n")
-	for _, s := range []struct {
-		name string
-		ls   latencySeries
-	}{{"ftpgate", lg}, {"vsftpd+mc", la}} {
-		if len(s.ls.samples) == 0 {
-			continue
+	for _, pr := range []probe{probeStat, probeList} {
+		for _, s := range []struct {
+			name string
+			ls   latencySeries
+		}{{"ftpgate", res.latGate[pr]}, {"vsftpd+mc", res.latAnchor[pr]}} {
+			if len(s.ls.samples) == 0 {
+				continue
+			}
+			fmt.Fprintf(out, "  (a) %-10s %-11s min %s  p50 %s  p90 %s  p99 %s  max %s  lost %d  partial-size polls %d\n", s.name, pr,
+				ms(percentile(s.ls.samples, 0)), ms(percentile(s.ls.samples, 50)), ms(percentile(s.ls.samples, 90)),
+				ms(percentile(s.ls.samples, 99)), ms(percentile(s.ls.samples, 100)), s.ls.lost, s.ls.earlyStat)
+			fmt.Fprintf(out, "      %-10s %-11s %d calls per file (median), each p50 %s p99 %s\n", "", "",
+				medianInt(s.ls.polls), ms(percentile(s.ls.stats, 50)), ms(percentile(s.ls.stats, 99)))
 		}
-		fmt.Fprintf(out, "  (a) %-10s min %s  p50 %s  p90 %s  p99 %s  max %s  lost %d  partial-size stats %d\n", s.name,
-			ms(percentile(s.ls.samples, 0)), ms(percentile(s.ls.samples, 50)), ms(percentile(s.ls.samples, 90)),
-			ms(percentile(s.ls.samples, 99)), ms(percentile(s.ls.samples, 100)), s.ls.lost, s.ls.earlyStat)
 	}
 	for _, s := range []struct {
 		name string
@@ -533,6 +548,12 @@ notes:
     until the object exists with its full size; the figure is t0 → the return of that call.
     %d warm-up files go first on each side and are not counted. Both sides run at once and
     the measured files alternate between them, so that both see the same machine.
+  - (a) A HEAD that meets a PUT of the same key in MinIO waits in MinIO's lock retry loop
+    (a random sleep of up to 50 ms, internal/lsync), and so does the PUT: 2 ms StatObject
+    polls add 0-50 ms to the sample and to the mirror's own upload, on both sides alike.
+    A second series of %d files per side is polled with ListObjects (prefix = key), which
+    takes no object lock: the same comparison without that noise. The goal is judged on
+    the StatObject series, as the issue states it.
   - (a) anchor: vsftpd (Debian, as in the ftp target) writes into a directory that
     `+"`mc mirror --watch --overwrite --remove DIR alias/bucket`"+` watches.
   - (b) each round copies the tree into a fresh empty bucket: `+"`ftpgate mirror`"+` with a fresh
@@ -542,7 +563,14 @@ notes:
   - (c) the tree and buckets are in sync (one untimed pass of each tool first); ftpgate keeps
     its state_dir. A listing afterwards checks that no timed pass wrote anything.
   - Every timed command starts after sync(2) and once the CPUs are idle.
-`, latencyWarmup, syncFiles)
+`, latencyWarmup, latencyFiles, syncFiles)
+	if res.large != nil {
+		fmt.Fprint(out, `  - (d) the journal is filled by a one-shot `+"`ftpgate mirror`"+` of the tree into a fresh bucket;
+    then `+"`ftpgate serve`"+` starts on the same state_dir. VmRSS and VmHWM count file-backed
+    pages too: RssFile is mostly the journal's mmap (bbolt) as the pass reads it, RssAnon
+    the Go heap and stacks. The goal is judged on both the peak and the steady figure.
+`)
+	}
 	if len(res.findings) > 0 {
 		fmt.Fprintf(out, "\nfindings:\n")
 		for _, f := range res.findings {
@@ -618,4 +646,14 @@ func loadAverage() string {
 		return f[0]
 	}
 	return "?"
+}
+
+// medianInt is the median of xs, the lower middle for an even count.
+func medianInt(xs []int) int {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
 }

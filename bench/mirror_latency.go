@@ -27,11 +27,40 @@ const (
 	latencyDir      = "lat"            // the watched directory, below the FTP user's login directory
 )
 
+// probe is how the polling client asks whether an object is there.
+type probe int
+
+const (
+	// probeStat is StatObject (a HEAD): what the goal is stated for.
+	probeStat probe = iota
+	// probeList is ListObjects of the key as a prefix: no object lock in
+	// MinIO. A HEAD on a key that a PUT holds (or the other way round)
+	// waits in MinIO's lock retry loop, which sleeps a random 0–50 ms
+	// (internal/lsync lockRetryInterval), so 2 ms HEAD polls add that to
+	// whichever side they collide with. Measured on an idle MinIO here:
+	// objects became stat-able p50 19 ms / p99 50 ms after their PUT had
+	// returned, listable p50 0.7 ms / p99 2-7 ms.
+	probeList
+)
+
+// probeWarmup marks a warm-up file for uploadAndWait; it polls with
+// StatObject.
+const probeWarmup probe = -1
+
+func (p probe) String() string {
+	if p == probeList {
+		return "ListObjects"
+	}
+	return "StatObject"
+}
+
 // latencySeries is one side's upload-complete → object-visible series.
 type latencySeries struct {
 	samples   []time.Duration // measured files, in upload order; a lost one counts as latencyLimit
 	lost      int             // measured files not visible (with the right size) within latencyLimit
 	earlyStat int             // polls that found the object with a wrong size (a partial upload)
+	stats     []time.Duration // the duration of every probe call of the measured files
+	polls     []int           // probe calls per measured file
 }
 
 // latencySide is one running side of (a): an FTP server whose uploads into
@@ -41,9 +70,9 @@ type latencySide struct {
 	bucket string
 	conn   *ftp.ServerConn
 	rng    *rand.ChaCha8
-	series latencySeries
-	check  func() error // reports a mirror that died; may be nil
-	stop   func()       // stops what the side started
+	series [2]latencySeries // by probe
+	check  func() error     // reports a mirror that died; may be nil
+	stop   func()           // stops what the side started
 }
 
 // latency is (a). Both sides run at the same time, idle but for the one
@@ -74,7 +103,7 @@ func (r *mirrorRun) latency(ctx context.Context) error {
 	buf := make([]byte, latencyFileSize)
 	for _, s := range sides {
 		for i := range latencyWarmup {
-			if _, err := r.uploadAndWait(ctx, s, fmt.Sprintf("warm%d.bin", i), buf, warmupLimit, true); err != nil {
+			if _, err := r.uploadAndWait(ctx, s, fmt.Sprintf("warm%d.bin", i), buf, warmupLimit, probeWarmup); err != nil {
 				return err
 			}
 		}
@@ -85,16 +114,19 @@ func (r *mirrorRun) latency(ctx context.Context) error {
 		r.busyStarts++
 		r.e.log.Warn("the machine stayed busy; the latency figures are noisy", "cpu_idle", fmt.Sprintf("%.0f%%", idle*100))
 	}
-	r.e.log.Info("latency: measuring", "files", latencyFiles, "sides", len(sides))
-	for i := range latencyFiles {
-		order := sides
-		if i%2 == 1 {
-			order = slices.Clone(sides)
-			slices.Reverse(order)
-		}
-		for _, s := range order {
-			if _, err := r.uploadAndWait(ctx, s, fmt.Sprintf("f%03d.bin", i), buf, latencyLimit, false); err != nil {
-				return err
+	for _, p := range []probe{probeStat, probeList} {
+		r.e.log.Info("latency: measuring", "files", latencyFiles, "sides", len(sides), "probe", p.String())
+		for i := range latencyFiles {
+			order := sides
+			if i%2 == 1 {
+				order = slices.Clone(sides)
+				slices.Reverse(order)
+			}
+			for _, s := range order {
+				name := fmt.Sprintf("%c%03d.bin", "sl"[p], i)
+				if _, err := r.uploadAndWait(ctx, s, name, buf, latencyLimit, p); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -110,7 +142,10 @@ func (r *mirrorRun) latency(ctx context.Context) error {
 		default:
 			r.res.latAnchor = s.series
 		}
-		r.e.log.Info("latency", "side", s.name, "p50", ms(percentile(s.series.samples, 50)), "p99", ms(percentile(s.series.samples, 99)), "lost", s.series.lost)
+		for _, p := range []probe{probeStat, probeList} {
+			ls := s.series[p]
+			r.e.log.Info("latency", "side", s.name, "probe", p.String(), "p50", ms(percentile(ls.samples, 50)), "p99", ms(percentile(ls.samples, 99)), "lost", ls.lost)
+		}
 	}
 	return nil
 }
@@ -118,56 +153,81 @@ func (r *mirrorRun) latency(ctx context.Context) error {
 // uploadAndWait sends one file of fresh random bytes with STOR and polls
 // the bucket for it with StatObject every latencyPoll from the moment STOR
 // returned (the 226 reply was read). The object counts as visible once it
-// has the full size. A warm-up file that does not show up is an error; a
-// measured one is counted as lost.
-func (r *mirrorRun) uploadAndWait(ctx context.Context, s *latencySide, name string, buf []byte, limit time.Duration, warm bool) (time.Duration, error) {
+// has the full size. A warm-up file (p = probeWarmup, polled with
+// StatObject) that does not show up is an error; a measured one is counted
+// as lost.
+func (r *mirrorRun) uploadAndWait(ctx context.Context, s *latencySide, name string, buf []byte, limit time.Duration, p probe) (time.Duration, error) {
+	warm := p == probeWarmup
+	if warm {
+		p = probeStat
+	}
 	_, _ = s.rng.Read(buf)
 	if err := s.conn.Stor(path.Join(latencyDir, name), bytes.NewReader(buf)); err != nil {
 		return 0, fmt.Errorf("%s: STOR %s: %w", s.name, name, err)
 	}
 	t0 := time.Now()
-	d, ok, early, err := r.waitVisible(ctx, s.bucket, name, int64(len(buf)), t0, limit)
+	v, err := r.waitVisible(ctx, p, s.bucket, name, int64(len(buf)), t0, limit)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", s.name, err)
 	}
+	d, ok := v.d, v.ok
 	if warm {
 		if !ok {
 			return 0, fmt.Errorf("%s: warm-up file %s not in bucket %s within %s: the mirror does not run", s.name, name, s.bucket, limit)
 		}
 		return d, nil
 	}
-	s.series.earlyStat += early
+	ls := &s.series[p]
+	ls.earlyStat += v.early
+	ls.stats = append(ls.stats, v.stats...)
+	ls.polls = append(ls.polls, len(v.stats))
 	if !ok {
-		s.series.lost++
-		r.e.log.Warn("object not visible in time", "side", s.name, "key", name, "limit", limit)
+		ls.lost++
+		r.e.log.Warn("object not visible in time", "side", s.name, "key", name, "limit", limit, "probe", p.String())
 	}
-	s.series.samples = append(s.series.samples, d)
+	ls.samples = append(ls.samples, d)
 	return d, nil
 }
 
-// waitVisible polls StatObject at t0, t0+latencyPoll, t0+2·latencyPoll …
-// (at once when a call ran late) until the object has size bytes, and
-// returns the time from t0 to the return of the call that saw it.
-func (r *mirrorRun) waitVisible(ctx context.Context, bucket, key string, size int64, t0 time.Time, limit time.Duration) (d time.Duration, ok bool, early int, err error) {
+// visibility is the outcome of one waitVisible.
+type visibility struct {
+	d     time.Duration   // t0 until the return of the call that saw the object
+	ok    bool            // seen within the limit
+	early int             // calls that saw the object with another size
+	stats []time.Duration // the duration of each probe call
+}
+
+// waitVisible asks with probe p at t0, t0+latencyPoll, t0+2·latencyPoll …
+// (at once when a call ran late) until the object has size bytes.
+func (r *mirrorRun) waitVisible(ctx context.Context, p probe, bucket, key string, size int64, t0 time.Time, limit time.Duration) (visibility, error) {
+	var v visibility
+	ask := r.s3.statSize
+	if p == probeList {
+		ask = r.s3.listSize
+	}
 	for i := 1; ; i++ {
-		got, exists, err := r.s3.statSize(ctx, bucket, key)
+		callStart := time.Now()
+		got, exists, err := ask(ctx, bucket, key)
+		v.stats = append(v.stats, time.Since(callStart))
 		if err != nil {
-			return 0, false, early, err
+			return v, err
 		}
 		if exists && got == size {
-			return time.Since(t0), true, early, nil
+			v.d, v.ok = time.Since(t0), true
+			return v, nil
 		}
 		if exists {
-			early++
+			v.early++
 		}
 		if time.Since(t0) >= limit {
-			return limit, false, early, nil
+			v.d = limit
+			return v, nil
 		}
 		if wait := time.Until(t0.Add(time.Duration(i) * latencyPoll)); wait > 0 {
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
-				return 0, false, early, ctx.Err()
+				return v, ctx.Err()
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -159,4 +160,33 @@ func (p *process) cpu() (time.Duration, error) {
 		return 0, err
 	}
 	return time.Duration(ticks) * time.Second / userHZ, nil
+}
+
+// lockVsftpdUser takes a machine-wide lock on vsftpd's test user, waiting
+// while another bench run holds it; unlock releases it.
+func lockVsftpdUser(ctx context.Context, e *env) (unlock func(), err error) {
+	p := filepath.Join(os.TempDir(), "ftpgate-bench-"+vsftpdUser+".lock")
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("vsftpd: lock the test user: %w", err)
+	}
+	for waited := false; ; waited = true {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if err != syscall.EWOULDBLOCK {
+			f.Close()
+			return nil, fmt.Errorf("vsftpd: lock %s: %w", p, err)
+		}
+		if !waited {
+			e.log.Info("another bench run is using vsftpd's test user; waiting", "lock", p)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

@@ -20,3 +20,7 @@ func flushAll() {}
 func waitIdle(ctx context.Context, limit time.Duration) (float64, bool) { return 1, true }
 
 func (p *process) cpu() (time.Duration, error) { return 0, errors.New("bench runs on Linux only") }
+
+func lockVsftpdUser(ctx context.Context, e *env) (func(), error) {
+	return nil, errors.New("bench runs on Linux only")
+}

@@ -58,14 +58,22 @@ func startVsftpd(ctx context.Context, e *env, avoid ...portRange) (*ftpServer, e
 	if err := ensurePAMService(); err != nil {
 		return nil, err
 	}
+	// The test user is one per machine: a second bench run would give it
+	// a new password, and lock it when done, under the first one's feet.
+	unlock, err := lockVsftpdUser(ctx, e)
+	if err != nil {
+		return nil, err
+	}
 	password := rand.Text()
 	if err := ensureUser(ctx, home, password); err != nil {
+		unlock()
 		return nil, err
 	}
 	cleanup := func() {
 		if out, err := exec.Command("usermod", "--lock", vsftpdUser).CombinedOutput(); err != nil {
 			e.log.Warn("cannot lock the vsftpd test user", "user", vsftpdUser, "err", err, "out", string(out))
 		}
+		unlock()
 	}
 	if err := chownTo(home, vsftpdUser); err != nil {
 		cleanup()

@@ -333,7 +333,7 @@ func (u *Upload) write(p []byte) (int, error) {
 // of them per upload: the caller's goroutine receives a chunk and writes it
 // to the part while a second goroutine hashes the one before. Each chunk
 // costs two goroutine hand-offs, so chunks are large (256 KiB chunks
-// measured some 10% more CPU per GiB).
+// measured some 7% more server CPU per GiB than 1 MiB ones).
 const (
 	recvChunk = 1 << 20
 	recvDepth = 3
@@ -341,9 +341,10 @@ const (
 
 // ReadFrom receives the rest of the upload from r until EOF; io.Copy uses
 // it in place of Write. SHA-256 runs on a second goroutine, overlapping the
-// receive and the write of the next bytes, so that a multi-core machine
-// hashes at no cost to throughput. An upload that fits in one chunk is
-// hashed inline. Errors of r are returned as they are.
+// receive and the write of the next bytes: on a machine with a core to
+// spare, hashing (some 0.7 s of CPU per GiB with SHA-NI) leaves the
+// transfer's critical path. An upload that fits in one chunk is hashed
+// inline. Errors of r are returned as they are.
 func (u *Upload) ReadFrom(r io.Reader) (int64, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
