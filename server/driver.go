@@ -61,8 +61,8 @@ func (d driver) GetSettings() (*ftpserver.Settings, error) {
 		Listener:   d.s.ln,
 		PublicHost: cfg.Server.PublicHost,
 		Banner:     cfg.Server.Banner,
-		PassiveTransferPortRange: ftpserver.PortRange{
-			Start: cfg.Server.PassivePorts.Start, End: cfg.Server.PassivePorts.End,
+		PassiveTransferPortRange: passivePorts{
+			start: cfg.Server.PassivePorts.Start, end: cfg.Server.PassivePorts.End,
 		},
 		IdleTimeout:       int(cfg.Server.IdleTimeout / time.Second),
 		ConnectionTimeout: dataConnTimeout,

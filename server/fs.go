@@ -185,10 +185,6 @@ func (h *uploadHandle) Write(p []byte) (int, error) {
 	return n, replyError(err)
 }
 
-// uploadBufSize sizes the buffers of Server.bufs. Uploads no longer use
-// them: storage.Upload.ReadFrom receives with its own pipeline.
-const uploadBufSize = 1 << 20
-
 // ReadFrom lets storage receive the upload: it overlaps the SHA-256 of
 // each chunk with receiving and writing the next one.
 func (h *uploadHandle) ReadFrom(r io.Reader) (int64, error) {

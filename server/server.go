@@ -63,7 +63,6 @@ type Server struct {
 	dummy atomic.Pointer[[]byte] // bcrypt hash checked for unknown users
 	certs certStore
 	guard *guard
-	bufs  sync.Pool
 
 	ftp *ftpserver.FtpServer
 	ln  net.Listener
@@ -92,7 +91,6 @@ func New(cfg *conf.Config, root *storage.Root, notify Notifier, log *slog.Logger
 		now:         time.Now,
 		conns:       map[string]*countedConn{},
 		byGoroutine: map[uint64]*session{},
-		bufs:        sync.Pool{New: func() any { b := make([]byte, uploadBufSize); return &b }},
 	}
 	s.guard = newGuard(limitsOf(cfg), s.now)
 	if err := s.apply(cfg); err != nil {
