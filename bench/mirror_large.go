@@ -245,7 +245,7 @@ func waitStartupPass(ctx context.Context, proc *process, mapping string, limit t
 	start := time.Now()
 	pid := proc.cmd.Process.Pid
 	scan := &logScanner{path: proc.logPath}
-	prevCPU, _ := procCPU(pid)
+	prevCPU, _ := proc.cpu()
 	prevIdle, prevTotal, _ := cpuTimes()
 	quiet := 0
 	for {
@@ -268,7 +268,7 @@ func waitStartupPass(ctx context.Context, proc *process, mapping string, limit t
 				return "its end-of-pass log line, pass dur=" + logValue(l, "dur"), peak, peakAt, nil
 			}
 		}
-		cpu, err := procCPU(pid)
+		cpu, err := proc.cpu()
 		if err != nil {
 			return "", peak, 0, err
 		}
@@ -280,8 +280,8 @@ func waitStartupPass(ctx context.Context, proc *process, mapping string, limit t
 		if total > prevTotal {
 			machineIdle = float64(idle-prevIdle) / float64(total-prevTotal)
 		}
-		// 100 ticks a second: 2 ticks is 2 % of one core.
-		if cpu-prevCPU <= 2 && machineIdle >= idleTarget {
+		// 20 ms a second is 2 % of one core.
+		if cpu-prevCPU <= 20*time.Millisecond && machineIdle >= idleTarget {
 			quiet++
 		} else {
 			quiet = 0
@@ -413,29 +413,4 @@ func readProcMem(pid int) (procMem, error) {
 		return procMem{}, errors.New("/proc/" + strconv.Itoa(pid) + "/status: no VmRSS/VmHWM")
 	}
 	return m, nil
-}
-
-// procCPU is the user+system CPU time of a process, in clock ticks.
-func procCPU(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	// Fields after the command name, which is in parentheses and may
-	// contain spaces: state is field 3, utime 14, stime 15.
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
-	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return ut + st, nil
 }
