@@ -100,6 +100,8 @@ bad config or cannot run.`,
 	root.AddCommand(
 		newServeCmd(),
 		newMirrorCmd(),
+		newPullCmd(),
+		newVerifyCmd(),
 		newConfigCmd(),
 		newPasswdCmd(),
 		&cobra.Command{

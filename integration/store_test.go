@@ -565,16 +565,44 @@ type faultProxy struct {
 	addr          string
 	failContinued atomic.Bool
 	refused       atomic.Int64
+	// stallGets makes object GETs send their headers and first bytes,
+	// then hang until the client goes away: a download caught half-way.
+	stallGets atomic.Bool
+}
+
+// stallBody yields the first n bytes of a response body, then blocks until
+// the request's context ends.
+type stallBody struct {
+	io.ReadCloser
+	n    int
+	done <-chan struct{}
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		<-b.done
+		return 0, io.ErrUnexpectedEOF
+	}
+	n, err := b.ReadCloser.Read(p[:min(len(p), b.n)])
+	b.n -= n
+	return n, err
 }
 
 func startFaultProxy(t *testing.T, st *s3Store) *faultProxy {
 	t.Helper()
 	target := &url.URL{Scheme: "http", Host: st.endpoint}
+	fp := &faultProxy{}
 	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 		r.SetURL(target)
 		r.Out.Host = r.In.Host
+	}, ModifyResponse: func(resp *http.Response) error {
+		r := resp.Request
+		if fp.stallGets.Load() && r.Method == http.MethodGet && resp.StatusCode == http.StatusOK &&
+			strings.Contains(strings.Trim(r.URL.Path, "/"), "/") {
+			resp.Body = &stallBody{ReadCloser: resp.Body, n: 4096, done: r.Context().Done()}
+		}
+		return nil
 	}}
-	fp := &faultProxy{}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if fp.failContinued.Load() && isContinuedListing(r) {
 			fp.refused.Add(1)
@@ -629,6 +657,7 @@ type testMirror struct {
 	Bucket         string
 	Prefix         string
 	Remove         bool
+	Pull           string // cron schedule of the reverse pull; "" = never
 	Reconcile      string
 	Exclude        []string
 	MaxDelete      int
@@ -643,7 +672,7 @@ func (c *testConfig) renderMirror(b *strings.Builder) {
 	}
 	for _, m := range c.Mirrors {
 		fmt.Fprintf(b, "\n[[mirror]]\nname = %s\nlocal = %s\nbucket = %s\nprefix = %s\n", q(m.Name), q(m.Local), q(m.Bucket), q(m.Prefix))
-		fmt.Fprintf(b, "remove = %t\npull = \"\"\nreconcile = %s\n", m.Remove, q(m.Reconcile))
+		fmt.Fprintf(b, "remove = %t\npull = %s\nreconcile = %s\n", m.Remove, q(m.Pull), q(m.Reconcile))
 		ex := make([]string, len(m.Exclude))
 		for i, e := range m.Exclude {
 			ex[i] = q(e)
