@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -32,6 +33,21 @@ func mirrorConfig(cmd *cobra.Command, names []string) (*conf.Config, error) {
 		return nil, usageErr(fmt.Errorf("create state_dir: %w", err))
 	}
 	return cfg, nil
+}
+
+// newLocker is the job lock of the CLI jobs, which logs while it waits.
+func newLocker(cfg *conf.Config, log *slog.Logger) (*job.Locker, error) {
+	if err := os.MkdirAll(cfg.Storage.StateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create state_dir: %w", err)
+	}
+	locks, err := job.NewLocker(cfg.Storage.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	locks.Waiting = func(tree, heldBy string) {
+		log.Info("waiting for another job on the tree", "path", tree, "held_by", heldBy)
+	}
+	return locks, nil
 }
 
 func newPullCmd() *cobra.Command {
@@ -65,12 +81,9 @@ stop it to pull by hand.`,
 			if err != nil {
 				return usageErr(err)
 			}
-			locks, err := job.NewLocker(cfg.Storage.StateDir)
+			locks, err := newLocker(cfg, log)
 			if err != nil {
 				return usageErr(err)
-			}
-			locks.Waiting = func(tree, heldBy string) {
-				log.Info("waiting for another job on the tree", "path", tree, "held_by", heldBy)
 			}
 			p, err := mirror.NewPuller(cfg, store, j, mirror.PullOptions{
 				DryRun: dryRun, Progress: cmd.ErrOrStderr(), Lock: locks.Lock,

@@ -223,6 +223,10 @@ func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
 	}
 	defer root.Close()
 
+	jobs, err := newDaemonJobs(cfg, log)
+	if err != nil {
+		return usageErr(err)
+	}
 	var notify server.Notifier = server.NopNotifier{}
 	var mir *mirror.Mirror
 	if cfg.S3 == nil || len(cfg.Mirrors) == 0 {
@@ -231,13 +235,19 @@ func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
 		// FTPGATE_TEST_OVERFLOW_AFTER is the integration tests' way to force
 		// an inotify overflow; unset in production.
 		overflow, _ := strconv.Atoi(os.Getenv("FTPGATE_TEST_OVERFLOW_AFTER"))
-		j, m, err := openMirror(cfg, mirror.Options{AllowDeletes: -1, OverflowAfter: overflow}, log)
+		j, store, m, err := openMirror(cfg, mirror.Options{
+			AllowDeletes: -1, OverflowAfter: overflow, Lock: jobs.locks.Lock, PassDone: jobs.mirrorPassDone,
+		}, log)
 		if err != nil {
 			return err
 		}
 		defer j.Close()
 		mir = m
 		notify = uploadNotifier{mir, cfg.Storage.Root}
+		jobs.store, jobs.journal = store, j
+		if err := jobs.schedulePulls(); err != nil {
+			return usageErr(err)
+		}
 	}
 	srv, err := server.New(cfg, root, notify, log)
 	if err != nil {
@@ -253,6 +263,9 @@ func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
 	g.Go(func() error { return srv.Serve(ctx) })
 	if mir != nil {
 		g.Go(func() error { return mir.Run(ctx) })
+	}
+	if jobs.sched.Len() > 0 {
+		g.Go(func() error { return jobs.sched.Run(ctx) })
 	}
 	g.Go(func() error {
 		reloads(ctx, cfg.Path, srv, log)
@@ -280,18 +293,18 @@ func (n uploadNotifier) UploadCompleted(_ context.Context, u server.Upload) {
 
 // openMirror opens the journal and the store and builds the mirror. The
 // caller closes the journal.
-func openMirror(cfg *conf.Config, opts mirror.Options, log *slog.Logger) (*mirror.Journal, *mirror.Mirror, error) {
+func openMirror(cfg *conf.Config, opts mirror.Options, log *slog.Logger) (*mirror.Journal, *mirror.S3Store, *mirror.Mirror, error) {
 	if err := os.MkdirAll(cfg.Storage.StateDir, 0o750); err != nil {
-		return nil, nil, usageErr(fmt.Errorf("create state_dir: %w", err))
+		return nil, nil, nil, usageErr(fmt.Errorf("create state_dir: %w", err))
 	}
 	j, err := mirror.OpenJournal(cfg.Storage.StateDir)
 	if err != nil {
-		return nil, nil, usageErr(err)
+		return nil, nil, nil, usageErr(err)
 	}
 	store, err := mirror.NewS3Store(*cfg.S3)
 	if err != nil {
 		j.Close()
-		return nil, nil, usageErr(err)
+		return nil, nil, nil, usageErr(err)
 	}
 	if cfg.Path == "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -299,15 +312,15 @@ func openMirror(cfg *conf.Config, opts mirror.Options, log *slog.Logger) (*mirro
 		cancel()
 		if err != nil {
 			j.Close()
-			return nil, nil, usageErr(err)
+			return nil, nil, nil, usageErr(err)
 		}
 	}
 	m, err := mirror.New(cfg, store, j, opts, log)
 	if err != nil {
 		j.Close()
-		return nil, nil, usageErr(err)
+		return nil, nil, nil, usageErr(err)
 	}
-	return j, m, nil
+	return j, store, m, nil
 }
 
 func newMirrorCmd() *cobra.Command {
@@ -340,8 +353,12 @@ A running "ftpgate serve" holds the journal: stop it first.`,
 				allowDeletes = -1
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
-			j, m, err := openMirror(cfg, mirror.Options{
-				DryRun: dryRun, AllowDeletes: allowDeletes, Progress: cmd.ErrOrStderr(),
+			locks, err := newLocker(cfg, log)
+			if err != nil {
+				return usageErr(err)
+			}
+			j, _, m, err := openMirror(cfg, mirror.Options{
+				DryRun: dryRun, AllowDeletes: allowDeletes, Progress: cmd.ErrOrStderr(), Lock: locks.Lock,
 			}, log)
 			if err != nil {
 				return err

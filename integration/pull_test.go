@@ -339,3 +339,71 @@ func TestPullKilled(t *testing.T) {
 	mt, _ := time.Parse(time.RFC3339Nano, "2001-09-09T01:46:40.123456789Z")
 	checkFile(t, ms.local("dir/big.bin"), data, 0o664, mt)
 }
+
+// jobDone finds the `msg="job done"` line of kind for mapping name logged
+// since line from, waiting for it.
+func (s *server) jobDone(from int, kind, name string) logLine {
+	s.t.Helper()
+	l, ok := s.waitLog(from, func(l logLine) bool {
+		return l.msg() == "job done" && l.get("kind") == kind && l.get("name") == name
+	}, mirrorTimeout)
+	if !ok {
+		s.t.Fatalf("no msg=\"job done\" kind=%s name=%s line\n%s", kind, name, s.logs.tail(40))
+	}
+	return l
+}
+
+// jobTimes parses a job line's start and end.
+func jobTimes(t *testing.T, l logLine) (start, end time.Time) {
+	t.Helper()
+	start, err1 := time.Parse(time.RFC3339Nano, l.get("start"))
+	end, err2 := time.Parse(time.RFC3339Nano, l.get("end"))
+	if err1 != nil || err2 != nil || end.Before(start) {
+		t.Fatalf("job line with bad times: %s", l.raw)
+	}
+	return start, end
+}
+
+// TestServeScheduledPull runs the nightly pull of `ftpgate serve` on a
+// short schedule: an object put by another client arrives locally, a
+// verify follows the pull, the mirror does not send the file back, and no
+// pull overlaps a mirror full pass.
+func TestServeScheduledPull(t *testing.T) {
+	st := sharedStore(t, storeMinIO)
+	ms := newMirrorSetup(t, st, setupOpts{outside: true, mutate: func(c *testConfig) {
+		c.Mirrors[0].Pull = "@every 1s"
+	}})
+	data := payload(5000, 3)
+	st.putWithMtime(t, ms.bucket, "in/from-bucket.bin", data, pullMtime)
+	ms.launch()
+	pass := ms.waitPassDone(0, mapping, "start-up")
+	_ = pass
+	pull := ms.jobDone(0, "pull", mapping)
+	eventually(t, mirrorTimeout, "the pulled file", func() (bool, string) {
+		_, err := os.Stat(ms.local("in/from-bucket.bin"))
+		return err == nil, "not there yet"
+	})
+	mt, _ := time.Parse(time.RFC3339Nano, "2001-09-09T01:46:40.123456789Z")
+	checkFile(t, ms.local("in/from-bucket.bin"), data, 0o664, mt)
+	verify := ms.jobDone(0, "verify", mapping)
+	_, pullEnd := jobTimes(t, pull)
+	verifyStart, _ := jobTimes(t, verify)
+	if verifyStart.Before(pullEnd) {
+		t.Errorf("verify started at %s, before the pull ended at %s", verifyStart, pullEnd)
+	}
+	mirrorJob := ms.jobDone(0, "mirror", mapping)
+	ms0, me0 := jobTimes(t, mirrorJob)
+	ps, pe := jobTimes(t, pull)
+	if ps.Before(me0) && pe.After(ms0) {
+		t.Errorf("pull %s–%s overlapped the mirror pass %s–%s", ps, pe, ms0, me0)
+	}
+	// the mirror's settle period (1s) has passed twice over: nothing sent back
+	from := ms.logs.len()
+	ms.jobDone(from, "pull", mapping)
+	ms.jobDone(ms.logs.len(), "pull", mapping)
+	for _, l := range ms.ops(0, mapping, "") {
+		if l.get("key") == "in/from-bucket.bin" {
+			t.Errorf("the mirror sent the pulled file back: %s", l.raw)
+		}
+	}
+}

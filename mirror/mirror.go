@@ -50,6 +50,14 @@ type Options struct {
 	// OverflowAfter is a test hook ($FTPGATE_TEST_OVERFLOW_AFTER): each
 	// watcher behaves as if inotify overflowed at its N-th raw event.
 	OverflowAfter int
+	// Lock, when set, takes the job lock of a mapping's local tree for
+	// each full pass (shared with pulls and permission fixes, which never
+	// run at the same time on an overlapping tree).
+	Lock func(ctx context.Context, tree, holder string) (release func(), err error)
+	// PassDone, when set, is called after each full pass of a mapping,
+	// once its lock is released, with the pass's summary and times. It
+	// must not block.
+	PassDone func(sum MappingSummary, start, end time.Time)
 	// ReplayEvery is how often the daemon retries the pending operations
 	// in the journal (failed ones, and those recorded while the queue was
 	// full). Default 1 minute.

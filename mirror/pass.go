@@ -74,8 +74,27 @@ type passer struct {
 // runPass runs one pass over mp (sub "" = the whole mapping, else a
 // subtree "dir/") and records it in the mapping's status.
 func (m *Mirror) runPass(ctx context.Context, mp *mapping, sub, trigger string, prog *progress) MappingSummary {
-	start := m.now()
-	sum := MappingSummary{Name: mp.name, Bucket: mp.cfg.Bucket, Prefix: mp.prefix, Trigger: trigger}
+	release := func() {}
+	if sub == "" && m.opts.Lock != nil {
+		r, err := m.opts.Lock(ctx, mp.root, "mirror pass "+mp.name)
+		if err != nil {
+			return MappingSummary{Name: mp.name, Bucket: mp.cfg.Bucket, Prefix: mp.prefix, Trigger: trigger, Err: err}
+		}
+		release = r
+	}
+	sum, start, end := m.timedPass(ctx, mp, sub, trigger, prog)
+	release()
+	if sub == "" && m.opts.PassDone != nil {
+		m.opts.PassDone(sum, start, end)
+	}
+	return sum
+}
+
+// timedPass is runPass once the job lock is held; it returns when the
+// pass started and ended too.
+func (m *Mirror) timedPass(ctx context.Context, mp *mapping, sub, trigger string, prog *progress) (sum MappingSummary, start, end time.Time) {
+	start = m.now()
+	sum = MappingSummary{Name: mp.name, Bucket: mp.cfg.Bucket, Prefix: mp.prefix, Trigger: trigger}
 	mp.passing.Store(true)
 	mp.mu.Lock()
 	mp.status.LastPassStart = start
@@ -88,7 +107,7 @@ func (m *Mirror) runPass(ctx context.Context, mp *mapping, sub, trigger string, 
 
 	sum.Err = m.pass(ctx, mp, sub, trigger, &sum, prog)
 
-	end := m.now()
+	end = m.now()
 	sum.Duration = end.Sub(start)
 	mp.passing.Store(false)
 	mp.mu.Lock()
@@ -118,7 +137,7 @@ func (m *Mirror) runPass(ctx context.Context, mp *mapping, sub, trigger string, 
 	} else {
 		mp.log.Info("mirror pass", args...)
 	}
-	return sum
+	return sum, start, end
 }
 
 func (m *Mirror) pass(ctx context.Context, mp *mapping, sub, trigger string, sum *MappingSummary, prog *progress) error {
@@ -375,7 +394,10 @@ func (p *passer) decideMissing(k string, F, P *kv, T bool, B *objectInfo) error 
 	it := planItem{rel: k, dropPending: P != nil}
 	has := F != nil
 	switch {
-	case B != nil && p.mp.cfg.Remove:
+	case B != nil && p.mp.cfg.Remove && (has || T || p.mp.cfg.Pull == ""):
+		// with a pull schedule, an object the mirror never knew came
+		// from the bucket's side: the pull fetches it; only a local
+		// deletion of a known file removes an object
 		it.deleteObject = true
 	case B != nil:
 		it.tombstone, it.dropRecord = has, has
