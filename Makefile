@@ -45,7 +45,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: help build run deps deps-apt deps-bench test lint bench bench-ftp bench-mirror clean distclean
+.PHONY: help build run deps deps-apt deps-bench test lint bench bench-ftp bench-mirror bench-verify clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value]"
@@ -115,6 +115,9 @@ bench: deps-bench ## every benchmark (go run ./bench all); needs root for vsftpd
 
 bench-ftp: deps-bench ## FTP benchmark, ftpgate vs vsftpd with lftp (go run ./bench ftp)
 	$(GO) run ./bench $(BENCH_FLAGS) ftp
+
+bench-verify: deps-bench ## verify benchmark vs rclone check over 100,000 objects (go run ./bench verify)
+	$(GO) run ./bench $(BENCH_FLAGS) verify
 
 bench-mirror: deps-bench ## mirror benchmark vs mc mirror (--watch) and rclone copy (go run ./bench mirror); BENCH_FLAGS=-large adds the 1M-file RSS run
 	$(GO) run ./bench $(BENCH_FLAGS) mirror

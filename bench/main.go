@@ -33,6 +33,7 @@ func targets() []target {
 	return []target{
 		{name: "ftp", help: "1 GiB up/down and 2000 × 4 KiB files with lftp, ftpgate vs vsftpd", run: runFTP},
 		{name: "mirror", help: "mirror latency, first sync, no-change pass (+ RSS at 1M files with -large) vs mc/rclone", run: runMirror},
+		{name: "verify", help: "ftpgate verify vs rclone check over 100,000 objects, by size and by checksum", run: runVerify},
 	}
 }
 

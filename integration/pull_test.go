@@ -274,6 +274,21 @@ func TestPullAndVerify(t *testing.T) {
 			t.Errorf("verify --all: want = lines\n%s", r.cmdResult)
 		}
 	})
+
+	t.Run("refused without the sentinel", func(t *testing.T) {
+		// an empty mount point in place of the tree must not be filled
+		if err := os.Remove(ms.local(sentinelName)); err != nil {
+			t.Fatal(err)
+		}
+		st.putWithMtime(t, ms.bucket, "later.bin", []byte("x"), pullMtime)
+		r := ms.pullCLI()
+		if r.code != 2 || !strings.Contains(r.stderr, "pull refused") || !strings.Contains(r.stderr, "sentinel") {
+			t.Errorf("want exit 2 naming the sentinel\n%s", r.cmdResult)
+		}
+		if _, err := os.Lstat(ms.local("later.bin")); err == nil {
+			t.Error("pulled into a tree without its sentinel")
+		}
+	})
 }
 
 // summaryField reads a number from the summary object of `verify --json`.

@@ -52,6 +52,11 @@ func (r rootState) devChanged() bool { return r.hasDev && r.dev != r.recordedDev
 // checkRoot stats the mapping's local root. A GuardError means the pass
 // cannot run at all (root missing or not a directory).
 func (m *Mirror) checkRoot(mp *mapping) (rootState, *GuardError, error) {
+	return checkRoot(m.j, mp)
+}
+
+// checkRoot is Mirror.checkRoot on journal j, for the pull too.
+func checkRoot(j *Journal, mp *mapping) (rootState, *GuardError, error) {
 	var rs rootState
 	fi, err := os.Stat(mp.root)
 	switch {
@@ -65,7 +70,7 @@ func (m *Mirror) checkRoot(mp *mapping) (rootState, *GuardError, error) {
 	rs.dev = statOf(fi).dev
 	_, err = os.Lstat(filepath.Join(mp.root, SentinelName))
 	rs.sentinel = err == nil
-	err = m.j.view(mp.name, func(t *mtx) error {
+	err = j.view(mp.name, func(t *mtx) error {
 		rs.recordedDev, rs.hasDev = t.device()
 		rs.sentinelMade = t.meta(metaSentinel) != nil
 		rs.empty = t.empty()

@@ -178,16 +178,20 @@ func (p *Puller) mapping(ctx context.Context, mp *mapping) (r PullResult) {
 		r.End = p.now()
 		r.Dur = r.End.Sub(r.Start)
 	}()
-	fi, err := os.Stat(mp.root)
+	// the mirror's root guards: never fill an empty mount point
+	rs, g, err := checkRoot(p.j, mp)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		r.Err = fmt.Errorf("local root %s does not exist (not created by a pull: mount or create it)", mp.root)
-		return r
 	case err != nil:
-		r.Err = fmt.Errorf("local root: %w", err)
+		r.Err = err
 		return r
-	case !fi.IsDir():
-		r.Err = fmt.Errorf("local root %s is not a directory", mp.root)
+	case g != nil:
+		r.Err = fmt.Errorf("pull refused: %w", g)
+		return r
+	case rs.sentinelMade && !rs.sentinel:
+		r.Err = fmt.Errorf("pull refused: %w", sentinelGuard(mp))
+		return r
+	case rs.devChanged():
+		r.Err = fmt.Errorf("pull refused: %w", deviceGuard(mp, rs))
 		return r
 	}
 	if p.opts.Lock != nil {
