@@ -242,6 +242,22 @@ func TestPullAndVerify(t *testing.T) {
 		if got := summaryField(t, r.stdout, "files_read"); got != 0 || summaryField(t, r.stdout, "bytes_read") != 0 {
 			t.Errorf("the second --checksum run read %v files: want none (hash cache)\n%s", got, r.cmdResult)
 		}
+		// listed without metadata, each object known by its ETag: no HEAD
+		if got := summaryField(t, r.stdout, "heads"); got != 0 {
+			t.Errorf("the second --checksum run sent %v HEADs, want none\n%s", got, r.cmdResult)
+		}
+		// an object replaced by one of the same size: its new ETag is seen
+		// in the listing, its content compared, the local file not re-read
+		if err := st.tryPut(t.Context(), ms.bucket, "same.txt", []byte("same on NEITHER side")[:19]); err != nil {
+			t.Fatal(err)
+		}
+		r = ms.verifyCLI("--checksum", "--json")
+		if r.code != 1 || !strings.Contains(r.stdout, `"key":"same.txt","status":"differs","reason":"md5"`) {
+			t.Errorf("want same.txt to differ after the object was replaced\n%s", r.cmdResult)
+		}
+		if summaryField(t, r.stdout, "files_read") != 0 || summaryField(t, r.stdout, "heads") != 1 {
+			t.Errorf("want one HEAD (the replaced object) and no file read\n%s", r.cmdResult)
+		}
 	})
 
 	t.Run("mirror does not send pulled files back", func(t *testing.T) {

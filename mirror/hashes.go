@@ -58,32 +58,64 @@ func (h *HashCache) Close() error {
 	return nil
 }
 
-// digests are a local file's hashes and the stat they are valid for.
+// digests are a local file's hashes and the stat they are valid for, and
+// what is known of its object: the SHA-256 of the object with ETag
+// objETag, so that a listing without metadata (cheaper on MinIO) is enough
+// while the object keeps that ETag.
 type digests struct {
-	st     fileStat // size, mtime, ctime, inode
-	sha    [32]byte
-	md5    [16]byte
-	hasMD5 bool
+	st      fileStat // size, mtime, ctime, inode
+	sha     [32]byte
+	md5     [16]byte
+	hasMD5  bool
+	local   bool     // sha (and md5 when hasMD5) are the local file's
+	objETag string   // "" when nothing is known of the object
+	objSHA  [32]byte // valid when objETag != "" and !objNoSHA
+	// objNoSHA: the object with objETag has no X-Amz-Meta-Sha256 (its
+	// MD5 ETag, if single-part, is what can be compared)
+	objNoSHA bool
 }
 
-const digestsLen = 8 + 8 + 8 + 8 + 32 + 16 + 1
+// digests encoding: four uint64s, two sums, flags, then when flagObject
+// the object's SHA-256 and its ETag to the end.
+const (
+	digestsFixed = 8 + 8 + 8 + 8 + 32 + 16 + 1
+	flagHasMD5   = 1 << 0
+	flagLocal    = 1 << 1
+	flagObject   = 1 << 2
+	flagObjNoSHA = 1 << 3
+)
 
 func (d digests) encode() []byte {
-	b := make([]byte, 0, digestsLen)
+	b := make([]byte, 0, digestsFixed+32+len(d.objETag))
 	b = binary.BigEndian.AppendUint64(b, uint64(d.st.size))
 	b = binary.BigEndian.AppendUint64(b, uint64(d.st.mtime))
 	b = binary.BigEndian.AppendUint64(b, uint64(d.st.ctime))
 	b = binary.BigEndian.AppendUint64(b, d.st.inode)
 	b = append(b, d.sha[:]...)
 	b = append(b, d.md5[:]...)
+	var flags byte
 	if d.hasMD5 {
-		return append(b, 1)
+		flags |= flagHasMD5
 	}
-	return append(b, 0)
+	if d.local {
+		flags |= flagLocal
+	}
+	if d.objETag != "" {
+		flags |= flagObject
+	}
+	if d.objNoSHA {
+		flags |= flagObjNoSHA
+	}
+	b = append(b, flags)
+	if d.objETag != "" {
+		b = append(b, d.objSHA[:]...)
+		b = append(b, d.objETag...)
+	}
+	return b
 }
 
 func decodeDigests(b []byte) (digests, bool) {
-	if len(b) != digestsLen {
+	if len(b) < digestsFixed {
 		return digests{}, false
 	}
 	var d digests
@@ -93,13 +125,25 @@ func decodeDigests(b []byte) (digests, bool) {
 	d.st.inode = binary.BigEndian.Uint64(b[24:])
 	copy(d.sha[:], b[32:64])
 	copy(d.md5[:], b[64:80])
-	d.hasMD5 = b[80] == 1
+	flags := b[80]
+	d.hasMD5 = flags&flagHasMD5 != 0
+	d.local = flags&flagLocal != 0
+	if flags&flagObject != 0 {
+		rest := b[digestsFixed:]
+		if len(rest) <= 32 {
+			return digests{}, false
+		}
+		copy(d.objSHA[:], rest[:32])
+		d.objETag = string(rest[32:])
+		d.objNoSHA = flags&flagObjNoSHA != 0
+	}
 	return d, true
 }
 
-// valid reports whether d still describes the file with stat st.
+// valid reports whether d's local sums still describe the file with stat
+// st.
 func (d digests) valid(st fileStat) bool {
-	return d.st.size == st.size && d.st.mtime == st.mtime && d.st.ctime == st.ctime && d.st.inode == st.inode
+	return d.local && d.st.size == st.size && d.st.mtime == st.mtime && d.st.ctime == st.ctime && d.st.inode == st.inode
 }
 
 // hashStream reads one mapping's cache entries in key order in short read
@@ -165,6 +209,19 @@ func (s *hashStream) next() (kv, bool) {
 	return kv{}, false
 }
 
+// empty reports whether the cache holds nothing for mapping name.
+func (h *HashCache) empty(name string) bool {
+	empty := true
+	_ = h.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket([]byte(name)); b != nil {
+			k, _ := b.Cursor().First()
+			empty = k == nil
+		}
+		return nil
+	})
+	return empty
+}
+
 // hashWrite is one change to the cache: a put, or a delete when d is nil.
 type hashWrite struct {
 	rel string
@@ -222,7 +279,7 @@ func hashLocal(p string) (digests, int64, error) {
 	if err := sameAfter(f, st); err != nil {
 		return digests{}, n, err
 	}
-	d := digests{st: st, hasMD5: true}
+	d := digests{st: st, hasMD5: true, local: true}
 	hs.Sum(d.sha[:0])
 	hm.Sum(d.md5[:0])
 	return d, n, nil

@@ -72,7 +72,9 @@ type VerifyResult struct {
 	Checksum  bool  `json:"checksum"`
 	Compared  int   `json:"checksums_compared"` // same-size keys whose checksums were compared
 	Unchecked int   `json:"checksums_unavailable"`
-	FilesRead int   `json:"files_read"` // local files read to hash them
+	Listed    bool  `json:"listed_metadata"` // the listing carried metadata (first --checksum run)
+	Heads     int   `json:"heads"`           // objects whose metadata took a HEAD request
+	FilesRead int   `json:"files_read"`      // local files read to hash them
 	BytesRead int64 `json:"bytes_read"`
 
 	Start time.Time     `json:"start"`
@@ -114,7 +116,8 @@ const (
 // NewVerifier; Run is not safe for concurrent use.
 type Verifier struct {
 	store    objectStore
-	j        *Journal // optional: records vouch for objects the mirror wrote
+	stat     statStore // nil when the store cannot HEAD objects
+	j        *Journal  // optional: records vouch for objects the mirror wrote
 	opts     VerifyOptions
 	mappings []*mapping
 	log      *slog.Logger
@@ -134,7 +137,8 @@ func NewVerifier(cfg *conf.Config, store objectStore, j *Journal, opts VerifyOpt
 		opts.Hashers = defaultHashers
 	}
 	log = log.With("component", "verify")
-	return &Verifier{store: store, j: j, opts: opts, mappings: plainMappings(cfg, log), log: log, now: time.Now}, nil
+	ss, _ := store.(statStore)
+	return &Verifier{store: store, stat: ss, j: j, opts: opts, mappings: plainMappings(cfg, log), log: log, now: time.Now}, nil
 }
 
 // plainMappings builds the mappings of cfg without a mirror's runtime
@@ -206,16 +210,30 @@ type vitem struct {
 	L     *localFile
 	B     *objectInfo
 	rec   *fileRecord // the journal's record, valid for L
-	cache *digests    // the cache's digests, valid for L
+	cache *digests    // the cache's entry for the key, if any
 
 	wantSHA *[32]byte // the object's SHA-256, when known
 	wantMD5 []byte    // the object's single-part MD5 ETag, when no SHA-256
 
+	stat  bool          // the object's metadata needs a HEAD
+	meta  bool          // B's metadata is known (listed with it, or HEADed)
 	hash  bool          // L must be read
-	done  chan struct{} // closed once hashed; nil when not hashed
-	got   digests
+	done  chan struct{} // closed once the worker is through; nil when no work
+	got   digests       // L's sums, when hashed
 	nread int64
 	err   error
+}
+
+// localSums are L's sums known without reading it: from the cache or the
+// journal; ok is false when L must be read (for MD5, when needMD5).
+func (it *vitem) localSums(needMD5 bool) (digests, bool) {
+	if it.cache != nil && it.cache.valid(it.L.st) && (!needMD5 || it.cache.hasMD5) {
+		return *it.cache, true
+	}
+	if !needMD5 && it.rec != nil {
+		return digests{st: it.L.st, sha: it.rec.sha, local: true}, true
+	}
+	return digests{}, false
 }
 
 func (v *Verifier) mapping(ctx context.Context, mp *mapping, emit func(VerifyEntry)) (r VerifyResult) {
@@ -253,7 +271,7 @@ func (v *Verifier) mapping(ctx context.Context, mp *mapping, emit func(VerifyEnt
 	for range v.opts.Hashers {
 		wg.Go(func() {
 			for it := range jobs {
-				it.got, it.nread, it.err = hashLocal(mp.abs(it.rel))
+				v.work(ctx, mp, it)
 				close(it.done)
 			}
 		})
@@ -283,9 +301,10 @@ func (v *Verifier) mapping(ctx context.Context, mp *mapping, emit func(VerifyEnt
 		if e.Status != StatusSame {
 			drift.Add(1)
 		}
-		if it.done != nil && it.err == nil && v.opts.Cache != nil {
-			d := it.got
-			writes = append(writes, hashWrite{rel: it.rel, d: &d})
+		if v.opts.Cache != nil && it.err == nil {
+			if d, ok := it.cacheEntry(); ok {
+				writes = append(writes, hashWrite{rel: it.rel, d: &d})
+			}
 		}
 		if e.Status != StatusSame || v.opts.All {
 			emit(e)
@@ -320,7 +339,12 @@ func (v *Verifier) mapping(ctx context.Context, mp *mapping, emit func(VerifyEnt
 	if v.opts.Cache != nil && v.opts.Checksum {
 		cached = v.opts.Cache.stream(mp.name, "")
 	}
-	next, stop := iter.Pull2(v.store.List(ctx, mp.cfg.Bucket, mp.prefix, v.opts.Checksum))
+	// Metadata in the listing costs MinIO dearly: only when nothing is
+	// cached. Later runs know each object's SHA-256 by its ETag, and HEAD
+	// the objects whose ETag changed.
+	withMeta := v.opts.Checksum && (v.opts.Cache == nil || v.opts.Cache.empty(mp.name) || v.stat == nil)
+	r.Listed = withMeta
+	next, stop := iter.Pull2(v.store.List(ctx, mp.cfg.Bucket, mp.prefix, withMeta))
 	defer stop()
 	var listErr error
 	nextObj := func() (objectInfo, bool) {
@@ -392,13 +416,14 @@ func (v *Verifier) mapping(ctx context.Context, mp *mapping, emit func(VerifyEnt
 			writes = append(writes, hashWrite{rel: c.k})
 			c, cok = nextCached()
 		}
-		if cok && c.k == k && it.L != nil {
-			if d, ok := decodeDigests(c.v); ok && d.valid(it.L.st) {
+		if cok && c.k == k {
+			if d, ok := decodeDigests(c.v); ok {
 				it.cache = &d
 			}
+			c, cok = nextCached()
 		}
-		v.prepare(it)
-		if it.hash {
+		v.prepare(it, withMeta)
+		if it.hash || it.stat {
 			it.done = make(chan struct{})
 			select {
 			case jobs <- it:
@@ -432,8 +457,8 @@ func (v *Verifier) mapping(ctx context.Context, mp *mapping, emit func(VerifyEnt
 }
 
 // prepare works out what a same-size key needs compared, and whether the
-// local file must be read for it.
-func (v *Verifier) prepare(it *vitem) {
+// local file must be read or the object HEADed for it.
+func (v *Verifier) prepare(it *vitem, listedMeta bool) {
 	if !v.opts.Checksum || it.L == nil || it.B == nil || it.L.st.size != it.B.size {
 		return
 	}
@@ -444,17 +469,100 @@ func (v *Verifier) prepare(it *vitem) {
 	case it.rec != nil && it.rec.etag != "" && it.rec.etag == it.B.etag:
 		s := it.rec.sha // the object the mirror wrote from this very file
 		it.wantSHA = &s
+	case it.cache != nil && it.cache.objETag != "" && it.cache.objETag == it.B.etag && !it.cache.objNoSHA:
+		s := it.cache.objSHA // seen by an earlier run with this ETag
+		it.wantSHA = &s
+	case it.cache != nil && it.cache.objETag != "" && it.cache.objETag == it.B.etag:
+		it.wantMD5, _ = md5ETag(it.B.etag) // known to carry no SHA-256
+	case !listedMeta && v.stat != nil:
+		it.stat = true
+		return
 	default:
-		if md5, ok := md5ETag(it.B.etag); ok {
-			it.wantMD5 = md5
-		}
+		it.meta = listedMeta
+		it.wantMD5, _ = md5ETag(it.B.etag)
 	}
+	it.needHash()
+}
+
+// needHash sets hash when the comparison needs sums of L not known yet.
+func (it *vitem) needHash() {
 	switch {
 	case it.wantSHA != nil:
-		it.hash = it.cache == nil && it.rec == nil
+		_, ok := it.localSums(false)
+		it.hash = !ok
 	case it.wantMD5 != nil:
-		it.hash = it.cache == nil || !it.cache.hasMD5
+		_, ok := it.localSums(true)
+		it.hash = !ok
 	}
+}
+
+// work is a worker's part of a key: the object's metadata by HEAD, then
+// the local file's sums.
+func (v *Verifier) work(ctx context.Context, mp *mapping, it *vitem) {
+	if it.stat {
+		oi, err := v.stat.Stat(ctx, mp.cfg.Bucket, mp.key(it.rel))
+		if classify(err) == classGone {
+			it.B = nil // deleted since the listing
+			return
+		}
+		if err != nil {
+			it.err = err
+			return
+		}
+		switch {
+		case oi.etag != it.B.etag || oi.size != it.B.size:
+			// replaced since the listing: compare with what is there now
+			it.B = &oi
+			if oi.size != it.L.st.size {
+				return
+			}
+			fallthrough
+		default:
+			it.meta = true
+			if oi.hasSHA {
+				s := oi.sha256
+				it.wantSHA = &s
+			} else {
+				it.wantMD5, _ = md5ETag(oi.etag)
+			}
+		}
+		it.needHash()
+	}
+	if it.hash {
+		it.got, it.nread, it.err = hashLocal(mp.abs(it.rel))
+	}
+}
+
+// cacheEntry is what the cache should hold for the key after this run;
+// ok is false when that is what it holds already (or nothing is known).
+func (it *vitem) cacheEntry() (digests, bool) {
+	if it.L == nil {
+		return digests{}, false
+	}
+	var d digests
+	switch {
+	case it.hash:
+		d = it.got
+	default:
+		known, ok := it.localSums(false)
+		if !ok {
+			return digests{}, false
+		}
+		d = known
+	}
+	switch {
+	case it.B == nil:
+	case it.wantSHA != nil:
+		d.objETag, d.objSHA = it.B.etag, *it.wantSHA
+	case it.meta:
+		d.objETag, d.objNoSHA = it.B.etag, true
+	case it.cache != nil:
+		d.objETag, d.objSHA, d.objNoSHA = it.cache.objETag, it.cache.objSHA, it.cache.objNoSHA
+	}
+	if it.cache != nil && string(it.cache.encode()) == string(d.encode()) {
+		return digests{}, false
+	}
+	return d, true
 }
 
 // decide turns a prepared (and hashed) key into its report entry and
@@ -477,7 +585,7 @@ func (v *Verifier) decide(it *vitem, r *VerifyResult, mp *mapping) VerifyEntry {
 		e.Status = StatusMissingLocally
 		r.MissingLocally++
 		return e
-	case it.L.st.size != it.B.size:
+	case it.L.st.size != it.B.size: // also an object replaced after the listing, seen by its HEAD
 		e.Status, e.Reason = StatusDiffers, "size"
 		r.Differ++
 		return e
@@ -486,6 +594,9 @@ func (v *Verifier) decide(it *vitem, r *VerifyResult, mp *mapping) VerifyEntry {
 	if !v.opts.Checksum {
 		r.Same++
 		return e
+	}
+	if it.stat && it.err == nil {
+		r.Heads++
 	}
 	if it.done != nil {
 		switch {
@@ -499,16 +610,14 @@ func (v *Verifier) decide(it *vitem, r *VerifyResult, mp *mapping) VerifyEntry {
 			r.Errors++
 			return e
 		}
-		r.FilesRead++
-		r.BytesRead += it.nread
+		if it.hash {
+			r.FilesRead++
+			r.BytesRead += it.nread
+		}
 	}
 	local := it.got
-	switch {
-	case it.done != nil:
-	case it.cache != nil:
-		local = *it.cache
-	case it.rec != nil:
-		local = digests{sha: it.rec.sha}
+	if !it.hash {
+		local, _ = it.localSums(it.wantSHA == nil)
 	}
 	switch {
 	case it.wantSHA != nil:
