@@ -265,7 +265,7 @@ func (run *pullRun) plan(ctx context.Context, jobs chan<- pullJob) error {
 	walk := newWalker(mp.root, "", mp.ex, nil)
 	files := p.j.stream(mp.name, bucketFiles, "")
 	tombs := p.j.stream(mp.name, bucketTombstones, "")
-	next, stop := iter.Pull2(p.store.List(ctx, mp.cfg.Bucket, mp.prefix, true))
+	next, stop := iter.Pull2(listOrdered(ctx, p.store, mp.cfg.Bucket, mp.prefix, true))
 	defer stop()
 	var listErr error
 	l, lok := walk.next()

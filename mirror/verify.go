@@ -344,7 +344,7 @@ func (v *Verifier) mapping(ctx context.Context, mp *mapping, emit func(VerifyEnt
 	// the objects whose ETag changed.
 	withMeta := v.opts.Checksum && (v.opts.Cache == nil || v.opts.Cache.empty(mp.name) || v.stat == nil)
 	r.Listed = withMeta
-	next, stop := iter.Pull2(v.store.List(ctx, mp.cfg.Bucket, mp.prefix, withMeta))
+	next, stop := iter.Pull2(listOrdered(ctx, v.store, mp.cfg.Bucket, mp.prefix, withMeta))
 	defer stop()
 	var listErr error
 	nextObj := func() (objectInfo, bool) {
