@@ -45,7 +45,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: help build run deps deps-apt deps-bench test lint bench bench-ftp bench-mirror bench-verify clean distclean
+.PHONY: help build run deps deps-apt deps-bench test lint bench bench-ftp bench-mirror bench-verify bench-perms clean distclean
 
 help: ## list the targets
 	@echo "usage: make TARGET [VAR=value]"
@@ -121,6 +121,9 @@ bench-verify: deps-bench ## verify benchmark vs rclone check over 100,000 object
 
 bench-mirror: deps-bench ## mirror benchmark vs mc mirror (--watch) and rclone copy (go run ./bench mirror); BENCH_FLAGS=-large adds the 1M-file RSS run
 	$(GO) run ./bench $(BENCH_FLAGS) mirror
+
+bench-perms: ## permission normaliser vs find -exec chmod + chgrp -R and a tuned find, 100,000 files (go run ./bench perms); needs root
+	$(GO) run ./bench $(BENCH_FLAGS) perms
 
 clean: ## remove bin/ftpgate and test artefacts (keeps bin/minio and all data directories)
 	rm -f bin/ftpgate *.test coverage.out coverage.html cover.out *.coverprofile

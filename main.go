@@ -103,6 +103,7 @@ bad config or cannot run.`,
 		newPullCmd(),
 		newVerifyCmd(),
 		newConfigCmd(),
+		newPermsCmd(),
 		newPasswdCmd(),
 		&cobra.Command{
 			Use:   "version",

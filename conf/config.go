@@ -137,6 +137,9 @@ type Perms struct {
 	HasDirMode  bool
 	Exclude     []string
 	AfterMirror bool
+	// Rate caps the normaliser's directory reads and changes per second;
+	// 0 = unlimited.
+	Rate float64
 }
 
 // HTTP is the [http] section.

@@ -201,6 +201,7 @@ type rawPerms struct {
 	DirMode     value[string]   `toml:"dir_mode"`
 	Exclude     value[[]string] `toml:"exclude"`
 	AfterMirror value[bool]     `toml:"after_mirror"`
+	Rate        value[float64]  `toml:"rate"`
 }
 
 type rawHTTP struct {
@@ -288,6 +289,10 @@ func withDefaults(r *rawConfig) {
 		def(&m.Reconcile, "1h")
 		def(&m.MaxDelete, 1000)
 		def(&m.MaxDeleteRatio, 0.2)
+	}
+
+	for i := range r.Perms {
+		def(&r.Perms[i].Rate, 0) // unlimited
 	}
 
 	def(&r.HTTP.Listen, "127.0.0.1:9021")

@@ -253,6 +253,8 @@ func (c *checker) perms(rs []rawPerms, base string) []Perms {
 		}
 		p.Exclude = c.patterns(r.Exclude, key+".exclude")
 		p.AfterMirror, _ = get(c, r.AfterMirror, key+".after_mirror", "a boolean")
+		p.Rate = c.float(r.Rate, key+".rate", "at least 0 (operations per second; 0 = unlimited)",
+			func(f float64) bool { return f >= 0 && !math.IsInf(f, 0) })
 		if !r.Owner.Set && !r.Group.Set && !r.FileMode.Set && !r.DirMode.Set {
 			c.add(key, "sets nothing: give owner, group, file_mode or dir_mode")
 		}
