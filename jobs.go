@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"ftpgate/conf"
 	"ftpgate/job"
 	"ftpgate/mirror"
+	"ftpgate/perms"
 )
 
 // maxDriftLogged is how many drifting keys a scheduled verify logs one by
@@ -21,6 +26,10 @@ const maxDriftLogged = 20
 // endpoint.
 type daemonJobs struct {
 	cfg     *conf.Config
+	perms   *perms.Normaliser // nil without [[perms]]
+	fixReq  chan struct{}     // a fix is wanted (after_mirror)
+	fixMu   sync.Mutex
+	fixWant map[string]bool // policy paths to fix
 	locks   *job.Locker
 	hist    *job.History
 	sched   *job.Scheduler
@@ -35,7 +44,14 @@ func newDaemonJobs(cfg *conf.Config, log *slog.Logger) (*daemonJobs, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &daemonJobs{cfg: cfg, locks: locks, hist: job.NewHistory(0), sched: job.NewScheduler(log), log: log}, nil
+	d := &daemonJobs{cfg: cfg, locks: locks, hist: job.NewHistory(0), sched: job.NewScheduler(log), log: log,
+		fixReq: make(chan struct{}, 1), fixWant: make(map[string]bool)}
+	if len(cfg.Perms) > 0 {
+		if d.perms, err = perms.New(cfg.Perms, perms.Options{Lock: locks.Lock}, log); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
 }
 
 // record keeps a finished run and logs it: the times are what the status
@@ -67,6 +83,90 @@ func (d *daemonJobs) mirrorPassDone(sum mirror.MappingSummary, start, end time.T
 		r.Err = sum.Guard.Error()
 	}
 	d.record(r)
+	d.afterMirror(sum.Name)
+}
+
+// afterMirror asks for a fix of each after_mirror policy whose tree
+// overlaps mapping name's local root. It does not block: the fix runs on
+// runFixes' goroutine, and waits for the tree's job lock.
+func (d *daemonJobs) afterMirror(name string) {
+	if d.perms == nil {
+		return
+	}
+	var root string
+	for _, m := range d.cfg.Mirrors {
+		if m.Name == name {
+			root = filepath.Clean(m.Local)
+		}
+	}
+	d.fixMu.Lock()
+	for _, p := range d.cfg.Perms {
+		if p.AfterMirror && root != "" && (within(root, p.Path) || within(p.Path, root)) {
+			d.fixWant[p.Path] = true
+		}
+	}
+	wanted := len(d.fixWant) > 0
+	d.fixMu.Unlock()
+	if wanted {
+		select {
+		case d.fixReq <- struct{}{}:
+		default: // a request is pending already
+		}
+	}
+}
+
+// within reports whether p is dir or below it.
+func within(dir, p string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// wantsFixes reports whether a policy asks for fixes after mirror passes.
+func (d *daemonJobs) wantsFixes() bool {
+	for _, p := range d.cfg.Perms {
+		if p.AfterMirror {
+			return d.perms != nil
+		}
+	}
+	return false
+}
+
+// runFixes runs the requested permission fixes, one after the other, until
+// ctx ends.
+func (d *daemonJobs) runFixes(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.fixReq:
+		}
+		d.fixMu.Lock()
+		paths := make([]string, 0, len(d.fixWant))
+		for p := range d.fixWant {
+			paths = append(paths, p)
+		}
+		clear(d.fixWant)
+		d.fixMu.Unlock()
+		slices.Sort(paths)
+		for _, p := range paths {
+			res, err := d.perms.Fix(ctx, []string{p}, false, func(f perms.Finding) {
+				d.log.Debug("perms", "finding", fmt.Sprint(f))
+			})
+			r := job.Record{Kind: job.KindPerms, Name: p, Start: res.Start, End: res.End, Counts: map[string]int64{
+				"checked": int64(res.Checked), "deviations": int64(res.Deviations), "fixed": int64(res.Fixed),
+				"errors": int64(res.Errors), "skipped_mounts": int64(res.SkippedMounts),
+			}}
+			if r.Start.IsZero() {
+				r.Start, r.End = time.Now(), time.Now()
+			}
+			if err != nil {
+				r.Err = err.Error()
+			}
+			d.record(r)
+			if ctx.Err() != nil {
+				return nil
+			}
+		}
+	}
 }
 
 // schedulePulls adds each mapping's pull schedule, with a verify after

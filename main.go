@@ -268,6 +268,9 @@ func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
 	if jobs.sched.Len() > 0 {
 		g.Go(func() error { return jobs.sched.Run(ctx) })
 	}
+	if mir != nil && jobs.wantsFixes() {
+		g.Go(func() error { return jobs.runFixes(ctx) })
+	}
 	g.Go(func() error {
 		reloads(ctx, cfg.Path, srv, log)
 		return nil

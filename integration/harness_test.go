@@ -265,6 +265,9 @@ type testConfig struct {
 	// (store_test.go); nil and empty leave mirroring off.
 	S3      *testS3
 	Mirrors []*testMirror
+
+	// Extra is TOML appended to the rendered config ([[perms]] policies).
+	Extra string
 }
 
 // addUser adds a user with a fresh random password and returns it.
@@ -336,6 +339,7 @@ func (c *testConfig) render() string {
 		}
 	}
 	c.renderMirror(&b)
+	b.WriteString(c.Extra)
 	return b.String()
 }
 

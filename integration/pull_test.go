@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -435,6 +436,70 @@ func TestServeScheduledPull(t *testing.T) {
 	for _, l := range ms.ops(0, mapping, "") {
 		if l.get("key") == "in/from-bucket.bin" {
 			t.Errorf("the mirror sent the pulled file back: %s", l.raw)
+		}
+	}
+}
+
+// TestServeAfterMirrorFix runs `ftpgate serve` with a mirror and a
+// [[perms]] policy with after_mirror over its tree: a fix follows each full
+// pass, starts only after the pass ended (from the recorded job times),
+// and fixes the wrong entries.
+func TestServeAfterMirrorFix(t *testing.T) {
+	st := sharedStore(t, storeMinIO)
+	var local string
+	ms := newMirrorSetup(t, st, setupOpts{outside: true, mutate: func(c *testConfig) {
+		c.Mirrors[0].Reconcile = "2s"
+		local = c.Mirrors[0].Local
+		c.Extra = fmt.Sprintf("\n[[perms]]\npath = %s\ngroup = %s\nfile_mode = \"0664\"\ndir_mode = \"2775\"\nafter_mirror = true\n",
+			tomlString(local), tomlString(testGroup.name))
+	}})
+	for i := range 50 {
+		mustWrite(t, ms.local(fmt.Sprintf("d%d/f%d.bin", i%5, i)), payload(2000, uint64(i)))
+	}
+	wrong := ms.local("d1/f1.bin")
+	if err := os.Chmod(wrong, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ms.launch()
+	var mirrors, fixes []logLine
+	eventually(t, mirrorTimeout, "two full passes each followed by a fix", func() (bool, string) {
+		mirrors, fixes = nil, nil
+		for _, raw := range ms.logs.snapshot() {
+			l := parseLogLine(raw)
+			if l.msg() != "job done" {
+				continue
+			}
+			switch l.get("kind") {
+			case "mirror":
+				mirrors = append(mirrors, l)
+			case "perms":
+				fixes = append(fixes, l)
+			}
+		}
+		return len(mirrors) >= 2 && len(fixes) >= 2, fmt.Sprintf("%d passes, %d fixes", len(mirrors), len(fixes))
+	})
+	fi, err := os.Stat(wrong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o664 {
+		t.Errorf("%s: mode %v after the fix, want 0664", wrong, got)
+	}
+	if fixes[0].get("fixed") == "0" || fixes[0].get("name") != local {
+		t.Errorf("the first fix changed nothing or fixed another tree: %s", fixes[0].raw)
+	}
+	ms0, me0 := jobTimes(t, mirrors[0])
+	fs0, _ := jobTimes(t, fixes[0])
+	if fs0.Before(me0) {
+		t.Errorf("the fix started at %s, before the first pass (%s–%s) ended", fs0, ms0, me0)
+	}
+	for _, m := range mirrors {
+		a, b := jobTimes(t, m)
+		for _, f := range fixes {
+			c, d := jobTimes(t, f)
+			if c.Before(b) && d.After(a) {
+				t.Errorf("fix %s–%s overlapped the mirror pass %s–%s", c, d, a, b)
+			}
 		}
 	}
 }
