@@ -92,6 +92,9 @@ func TestPassivePorts(t *testing.T) {
 	if n := p.NumberAttempts(); n != 10 {
 		t.Fatalf("NumberAttempts = %d, want 10", n)
 	}
+	if n := (passivePorts{start: 30000, end: 30999}).NumberAttempts(); n != passiveAttempts {
+		t.Fatalf("NumberAttempts of 1000 ports = %d, want %d", n, passiveAttempts)
+	}
 	seen := map[int]bool{}
 	for range 1000 {
 		exposed, listened, ok := p.FetchNext()

@@ -58,11 +58,12 @@ type Server struct {
 	notify Notifier
 	now    func() time.Time
 
-	cfg   atomic.Pointer[conf.Config]
-	users atomic.Pointer[map[string]conf.User]
-	dummy atomic.Pointer[[]byte] // bcrypt hash checked for unknown users
-	certs certStore
-	guard *guard
+	cfg    atomic.Pointer[conf.Config]
+	users  atomic.Pointer[map[string]conf.User]
+	dummy  atomic.Pointer[[]byte] // bcrypt hash checked for unknown users
+	certs  certStore
+	guard  *guard
+	logins *loginCache
 
 	ftp *ftpserver.FtpServer
 	ln  net.Listener
@@ -71,12 +72,10 @@ type Server struct {
 	// conns are the open control connections by remote address. Closing
 	// one is how the server ends a session from outside it: ftpserverlib's
 	// ClientContext.Close is not safe to call from another goroutine.
-	conns map[string]*countedConn
-	// byGoroutine finds a session from its command goroutine (goroutineID).
-	byGoroutine map[uint64]*session
-	active      int           // running transfers
-	idle        chan struct{} // closed when active drops to 0 while draining
-	draining    bool
+	conns    map[string]*countedConn
+	active   int           // running transfers
+	idle     chan struct{} // closed when active drops to 0 while draining
+	draining bool
 }
 
 // New builds a server for cfg on root. It starts nothing.
@@ -85,14 +84,14 @@ func New(cfg *conf.Config, root *storage.Root, notify Notifier, log *slog.Logger
 		notify = NopNotifier{}
 	}
 	s := &Server{
-		log:         log.With("component", "ftp"),
-		root:        root,
-		notify:      notify,
-		now:         time.Now,
-		conns:       map[string]*countedConn{},
-		byGoroutine: map[uint64]*session{},
+		log:    log.With("component", "ftp"),
+		root:   root,
+		notify: notify,
+		now:    time.Now,
+		conns:  map[string]*countedConn{},
 	}
 	s.guard = newGuard(limitsOf(cfg), s.now)
+	s.logins = newLoginCache(s.now)
 	if err := s.apply(cfg); err != nil {
 		return nil, err
 	}
@@ -141,6 +140,9 @@ func (s *Server) apply(cfg *conf.Config) error {
 		s.certs.clear()
 	}
 	s.users.Store(&users)
+	// Grants were made against the old users; a password or role
+	// change must be felt by the next login.
+	s.logins.clear()
 	s.guard.setLimits(limitsOf(cfg))
 	s.cfg.Store(cfg)
 	return nil

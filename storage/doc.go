@@ -3,14 +3,17 @@
 // everything ftpgate writes.
 //
 // A [Root] is opened once on the storage root. [Root.Jail] gives each session
-// an [FS] confined with [os.Root] to the user's home, so neither "..", nor an
-// absolute name, nor a symlink pointing out can reach a file outside it. All
-// names an [FS] accepts are the slash paths an FTP client sends; every error
-// it returns is a [*PathError] carrying that virtual path, never a real one.
+// an [FS] confined with [os.Root] to the user's home (on Linux, the directory
+// of an upload is opened with openat2's RESOLVE_BENEATH, the same confinement
+// in one call), so neither "..", nor an absolute name, nor a symlink pointing
+// out can reach a file outside it. All names an [FS] accepts are the slash
+// paths an FTP client sends; every error it returns is a [*PathError]
+// carrying that virtual path, never a real one.
 //
 // Uploads ([FS.OpenUpload]) stream into a hidden part file in the target
-// directory, hashing with SHA-256 (on a second goroutine, see
-// [Upload.ReadFrom]) and starting writeback as bytes arrive.
+// directory, created when the first bytes arrive, hashing with SHA-256 (on
+// a second goroutine, see [Upload.ReadFrom]) and starting writeback as
+// bytes arrive.
 // [Upload.Commit] fsyncs, renames the part to its final name and fsyncs the
 // directory (one fsync serving every upload that finished in it meanwhile),
 // so a final name never holds a partial file. [Upload.Abort] keeps the part

@@ -30,7 +30,8 @@ import (
 type FS struct {
 	r        *Root
 	jail     *os.Root
-	home     string // root-relative, "." for the whole root
+	top      *os.File // the jail's top directory, for openDir
+	home     string   // root-relative, "." for the whole root
 	user     string
 	readOnly bool
 }
@@ -43,9 +44,15 @@ const hashBufSize = 1 << 20
 // Name returns "ftpgate".
 func (f *FS) Name() string { return "ftpgate" }
 
-// Close releases the jail's descriptor. Files and uploads already open
+// Close releases the jail's descriptors. Files and uploads already open
 // stay usable.
-func (f *FS) Close() error { return f.jail.Close() }
+func (f *FS) Close() error {
+	err := f.top.Close()
+	if jerr := f.jail.Close(); err == nil {
+		err = jerr
+	}
+	return err
+}
 
 // fail wraps err for the client: a *PathError with the virtual path and a
 // sentinel. An error that already is one is returned as it is.

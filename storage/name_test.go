@@ -123,6 +123,8 @@ func TestConfinement(t *testing.T) {
 		{"readdir link", func() error { _, err := f.ReadDir("rel-out"); return err }, ErrOutsideJail},
 		{"hash file link", func() error { _, err := f.Hash("file-out", 0, 7); return err }, ErrOutsideJail},
 		{"upload into link", func() error { _, err := f.OpenUpload("abs-out/new.txt", 0, false); return err }, ErrOutsideJail},
+		{"upload into rel link", func() error { _, err := f.OpenUpload("rel-out/new.txt", 0, false); return err }, ErrOutsideJail},
+		{"upload into sibling link", func() error { _, err := f.OpenUpload("sibling/new.txt", 0, false); return err }, ErrOutsideJail},
 		{"upload over file link", func() error { _, err := f.OpenUpload("file-out", 0, false); return err }, ErrOutsideJail},
 		{"append to file link", func() error { _, err := f.OpenUpload("file-out", 0, true); return err }, ErrOutsideJail},
 		{"resume file link", func() error { _, err := f.OpenUpload("file-out", 3, false); return err }, ErrOutsideJail},
@@ -185,6 +187,18 @@ func TestConfinement(t *testing.T) {
 	res := put(t, f, "../../x.txt", "x")
 	if res.Path != "home/bob/x.txt" || e.read("home/bob/x.txt") != "x" {
 		t.Fatalf("upload of ../../x.txt landed at %q", res.Path)
+	}
+	// An upload through a directory symlink that stays inside lands in
+	// its target.
+	if err := f.MkdirAll("/sub/deeper", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("sub", filepath.Join(bob, "in-dir")); err != nil {
+		t.Fatal(err)
+	}
+	put(t, f, "in-dir/deeper/y.txt", "y")
+	if e.read("home/bob/sub/deeper/y.txt") != "y" {
+		t.Fatal("upload through an inside symlink did not land in its target")
 	}
 }
 

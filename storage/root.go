@@ -227,7 +227,12 @@ func (r *Root) Jail(home, user string, readOnly bool) (*FS, error) {
 	if err != nil {
 		return nil, &PathError{Op: "jail", Path: home, Err: classify(err, r.escape)}
 	}
-	return &FS{r: r, jail: jail, home: home, user: user, readOnly: readOnly}, nil
+	top, err := jail.OpenFile(".", os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		jail.Close()
+		return nil, &PathError{Op: "jail", Path: home, Err: classify(err, r.escape)}
+	}
+	return &FS{r: r, jail: jail, top: top, home: home, user: user, readOnly: readOnly}, nil
 }
 
 // mkdirAll creates every missing component of rel in dir with the policy.

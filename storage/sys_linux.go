@@ -24,3 +24,19 @@ func availableBytes(fd int) (int64, error) {
 	}
 	return int64(st.Bavail) * bsize, nil
 }
+
+// openDirBeneath opens the directory name below the directory top, the
+// kernel refusing any walk (through "..", an absolute symlink or one that
+// climbs out) that would leave top. It fails with ENOSYS before Linux 5.6.
+func openDirBeneath(top int, name string) (int, error) {
+	how := unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for {
+		fd, err := unix.Openat2(top, name, &how)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}

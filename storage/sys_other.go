@@ -19,3 +19,6 @@ func availableBytes(fd int) (int64, error) {
 	}
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
+
+// openDirBeneath needs Linux's openat2; elsewhere os.Root does the walk.
+func openDirBeneath(int, string) (int, error) { return -1, errors.ErrUnsupported }

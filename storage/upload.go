@@ -44,7 +44,8 @@ type Upload struct {
 	key  string // part, root-relative: the registry and busy-set key
 
 	mu   sync.Mutex
-	f    *os.File
+	d    *os.File // the directory, held until a plain STOR creates its part
+	f    *os.File // the part; nil until created
 	rc   syscall.RawConn
 	h    hash.Hash
 	off  int64 // bytes in the part, and where the next Write goes
@@ -67,8 +68,13 @@ type Upload struct {
 //     one, else to a copy of the existing file, else to an empty part. The
 //     final file is never seen half-appended.
 //
-// The part has the policy's group and mode from the start. A second upload
-// of the same name by the same user fails with ErrBusy while one is open.
+// The part has the policy's group and mode from the start. A plain STOR
+// creates it only when the first bytes arrive (or at Commit, for an empty
+// file), so that the inode is allocated while the client, just told to
+// send, is getting its bytes ready rather than before it is told; every
+// check that can refuse the upload (name, type of the final name,
+// directory, busy) is made here. A second upload of the same name by the
+// same user fails with ErrBusy while one is open.
 func (f *FS) OpenUpload(name string, offset int64, appendMode bool) (*Upload, error) {
 	const op = "upload"
 	virt, rel, err := f.writable(op, name)
@@ -83,15 +89,15 @@ func (f *FS) OpenUpload(name string, offset int64, appendMode bool) (*Upload, er
 	}
 	dir, base := path.Dir(rel), path.Base(rel)
 	// One descriptor of the target directory serves every step below:
-	// os.Root resolves it inside the jail once, and the part is created
+	// it is resolved inside the jail once, and the part is created
 	// relative to it by a name without slashes.
 	d, err := f.openDir(dir)
 	if err != nil {
 		return nil, f.fail(op, virt, err)
 	}
-	defer d.Close()
 	finalExists, err := f.checkFinal(d, rel)
 	if err != nil {
+		d.Close()
 		return nil, f.fail(op, virt, err)
 	}
 	u := &Upload{
@@ -100,26 +106,73 @@ func (f *FS) OpenUpload(name string, offset int64, appendMode bool) (*Upload, er
 	}
 	u.key = path.Join(f.home, dir, u.part)
 	if !f.r.acquire(u.key) {
+		d.Close()
 		return nil, &PathError{Op: op, Path: virt, Err: ErrBusy}
 	}
+	if offset == 0 && !appendMode {
+		u.d = d // see ensure
+		return u, nil
+	}
+	defer d.Close()
 	if err := u.open(d, offset, appendMode, finalExists); err != nil {
-		if u.f != nil {
-			u.f.Close()
-		}
-		var st unix.Stat_t
-		if errors.Is(control(d, func(fd int) error {
-			return unix.Fstatat(fd, u.part, &st, unix.AT_SYMLINK_NOFOLLOW)
-		}), unix.ENOENT) {
-			_ = f.r.reg.remove(u.key) // nothing to sweep
-		}
+		u.undoOpen(d)
 		f.r.release(u.key)
 		return nil, f.fail(op, virt, err)
 	}
 	return u, nil
 }
 
-// openDir opens the jail-relative directory dir.
+// ensure creates the part of a plain STOR, replacing an old one, on first
+// use. A failure leaves no part; the upload then fails as a whole.
+func (u *Upload) ensure() error {
+	if u.f != nil {
+		return nil
+	}
+	if u.d == nil {
+		return u.fs.fail("upload", u.virt, fs.ErrClosed) // an earlier ensure failed
+	}
+	d := u.d
+	u.d = nil
+	defer d.Close()
+	if err := u.open(d, 0, false, false); err != nil {
+		u.undoOpen(d)
+		return u.fs.fail("upload", u.virt, err)
+	}
+	return nil
+}
+
+// undoOpen cleans up after open failed: the part is closed, and its
+// registry entry dropped if the part does not exist.
+func (u *Upload) undoOpen(d *os.File) {
+	if u.f != nil {
+		u.f.Close()
+		u.f = nil
+	}
+	var st unix.Stat_t
+	if errors.Is(control(d, func(fd int) error {
+		return unix.Fstatat(fd, u.part, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}), unix.ENOENT) {
+		_ = u.fs.r.reg.remove(u.key) // nothing to sweep
+	}
+}
+
+// openDir opens the jail-relative directory dir. openat2 with
+// RESOLVE_BENEATH confines the whole walk to the jail in the kernel, in
+// one call, where os.Root walks it component by component and then tries
+// the new descriptor on the poller (five more calls, twice per upload).
+// Where openat2 is missing or refuses (a symlink leading out of the jail,
+// a rename racing the walk, a name that does not exist), os.Root decides,
+// so every error is its own.
 func (f *FS) openDir(dir string) (*os.File, error) {
+	fd := -1
+	err := control(f.top, func(top int) error {
+		var err error
+		fd, err = openDirBeneath(top, dir)
+		return err
+	})
+	if err == nil {
+		return os.NewFile(uintptr(fd), dir), nil
+	}
 	return f.jail.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 }
 
@@ -311,6 +364,9 @@ func (u *Upload) Write(p []byte) (int, error) {
 	if u.done {
 		return 0, &PathError{Op: "write", Path: u.virt, Err: fs.ErrClosed}
 	}
+	if err := u.ensure(); err != nil {
+		return 0, err
+	}
 	n, err := u.write(p)
 	u.h.Write(p[:n])
 	return n, err
@@ -350,6 +406,9 @@ func (u *Upload) ReadFrom(r io.Reader) (int64, error) {
 	defer u.mu.Unlock()
 	if u.done {
 		return 0, &PathError{Op: "write", Path: u.virt, Err: fs.ErrClosed}
+	}
+	if err := u.ensure(); err != nil {
+		return 0, err
 	}
 	pool := &u.fs.r.bufs
 	type chunk struct {
@@ -475,6 +534,9 @@ func (u *Upload) Commit() (Result, error) {
 	u.done = true
 	r := u.fs.r
 	defer r.release(u.key)
+	if err := u.ensure(); err != nil {
+		return Result{}, err
+	}
 	if r.pol.Fsync {
 		if err := u.f.Sync(); err != nil {
 			// After a failed fsync what the part holds on disk is
@@ -543,6 +605,11 @@ func (u *Upload) Abort() error {
 	u.done = true
 	r := u.fs.r
 	defer r.release(u.key)
+	if u.f == nil {
+		// A plain STOR that received nothing: like an empty part, it
+		// replaces an old one, which then goes.
+		return u.dropOld()
+	}
 	err := u.f.Close()
 	switch {
 	case u.off == 0:
@@ -554,6 +621,24 @@ func (u *Upload) Abort() error {
 		// crash so that the sweep finds it. A failure costs only disk
 		// space, never data, so the client is not told.
 		_ = r.reg.sync()
+	}
+	return u.fs.fail("abort", u.virt, err)
+}
+
+// dropOld removes an old part of a plain STOR that never created its own.
+func (u *Upload) dropOld() error {
+	d := u.d
+	u.d = nil
+	if d == nil {
+		return nil // ensure failed and cleaned up
+	}
+	defer d.Close()
+	err := control(d, func(fd int) error { return unix.Unlinkat(fd, u.part, 0) })
+	switch {
+	case err == nil:
+		_ = u.fs.r.reg.remove(u.key)
+	case errors.Is(err, unix.ENOENT):
+		err = nil
 	}
 	return u.fs.fail("abort", u.virt, err)
 }

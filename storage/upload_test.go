@@ -517,3 +517,76 @@ func (r *oddReader) Read(p []byte) (int, error) {
 type failReader struct{ err error }
 
 func (r *failReader) Read([]byte) (int, error) { return 0, r.err }
+
+// TestPartCreatedOnFirstByte: a plain STOR creates its part when the first
+// bytes arrive, not when it is opened, and still replaces an old part of
+// the same name, whether it then receives bytes or not.
+func TestPartCreatedOnFirstByte(t *testing.T) {
+	e := newEnv(t, nil)
+	f := e.jail("u", "u", false)
+	partPath := e.path("u/" + partName("u", "/f"))
+
+	u, err := f.OpenUpload("/f", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.parts("u")) != 0 || e.entries() != 0 {
+		t.Fatalf("before any byte: parts %v, entries %d", e.parts("u"), e.entries())
+	}
+	if _, err := io.WriteString(u, "abc"); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.parts("u")) != 1 || e.entries() != 1 {
+		t.Fatalf("after the first bytes: parts %v, entries %d", e.parts("u"), e.entries())
+	}
+	if err := u.Abort(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tt := range []struct {
+		name   string
+		send   string
+		commit bool
+	}{
+		{"aborted before any byte", "", false},
+		{"aborted after bytes", "xy", false},
+		{"empty commit", "", true},
+		{"commit", "xyz", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_ = os.Remove(e.path("u/f"))
+			interrupted(t, f, "/f", 0, false, "old part")
+			u, err := f.OpenUpload("/f", 0, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.send != "" {
+				if _, err := io.WriteString(u, tt.send); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.commit {
+				res, err := u.Commit()
+				if err != nil || res.Size != int64(len(tt.send)) || res.SHA256 != sha256.Sum256([]byte(tt.send)) {
+					t.Fatalf("Commit = %+v, %v", res, err)
+				}
+				if !e.exists("u/f") || e.read("u/f") != tt.send {
+					t.Fatalf("final file does not hold %q", tt.send)
+				}
+			} else if err := u.Abort(); err != nil {
+				t.Fatal(err)
+			}
+			// The old part is gone in every case; only an aborted
+			// upload that received bytes leaves its own.
+			b, err := os.ReadFile(partPath)
+			switch {
+			case !tt.commit && tt.send != "":
+				if string(b) != tt.send || e.entries() != 1 {
+					t.Fatalf("part = %q, %v, entries %d; want %q", b, err, e.entries(), tt.send)
+				}
+			case err == nil || e.entries() != 0:
+				t.Fatalf("part %q left (entries %d), want none", b, e.entries())
+			}
+		})
+	}
+}
