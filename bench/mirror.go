@@ -519,8 +519,8 @@ func (r *mirrorRun) report(ctx context.Context) error {
 			fmt.Fprintf(out, "  (a) %-10s %-11s min %s  p50 %s  p90 %s  p99 %s  max %s  lost %d  partial-size polls %d\n", s.name, pr,
 				ms(percentile(s.ls.samples, 0)), ms(percentile(s.ls.samples, 50)), ms(percentile(s.ls.samples, 90)),
 				ms(percentile(s.ls.samples, 99)), ms(percentile(s.ls.samples, 100)), s.ls.lost, s.ls.earlyStat)
-			fmt.Fprintf(out, "      %-10s %-11s %d calls per file (median), each p50 %s p99 %s\n", "", "",
-				medianInt(s.ls.polls), ms(percentile(s.ls.stats, 50)), ms(percentile(s.ls.stats, 99)))
+			fmt.Fprintf(out, "      %-10s %-11s %d calls per file (median), each p50 %s p99 %s; %d files with a call over %s (a lock wait)\n", "", "",
+				medianInt(s.ls.polls), ms(percentile(s.ls.stats, 50)), ms(percentile(s.ls.stats, 99)), s.ls.locked, lockWait)
 		}
 	}
 	for _, s := range []struct {
@@ -533,7 +533,8 @@ func (r *mirrorRun) report(ctx context.Context) error {
 		}
 	}
 	if lr := res.large; lr != nil {
-		fmt.Fprintf(out, "  (d) journal fill: `ftpgate mirror` of %s files took %s, its peak RSS %s\n", groupThousands(lr.files), lr.fill.Round(time.Second), mb(lr.fillRSS))
+		fmt.Fprintf(out, "  (d) journal fill: `ftpgate mirror` of %s files took %s, its peak RSS %s, %s lines of output\n",
+			groupThousands(lr.files), lr.fill.Round(time.Second), mb(lr.fillRSS), groupThousands(lr.fillLines))
 		fmt.Fprintf(out, "  (d) ftpgate serve: start-up pass over %s files in %s (end seen by %s)\n",
 			groupThousands(lr.files), lr.startup.Round(time.Second), lr.doneBy)
 		fmt.Fprintf(out, "  (d) during the pass, highest 1 s sample: VmRSS %s (RssAnon %s, RssFile %s) at %s; VmHWM %s\n",

@@ -26,17 +26,18 @@ const (
 
 // largeResult is what (d) measured.
 type largeResult struct {
-	files   int
-	fill    time.Duration // the one-shot `ftpgate mirror` that filled the journal
-	fillRSS int64         // its peak RSS
-	startup time.Duration // `ftpgate serve` start until its start-up pass ended
-	doneBy  string        // how the end of the start-up pass was recognised
-	rss     int64         // VmRSS once settled after the pass
-	anon    int64         // RssAnon then
-	file    int64         // RssFile then (the journal's mmap among it)
-	hwm     int64         // VmHWM: the peak over the daemon's life
-	peak    procMem       // the 1 s sample with the highest VmRSS during the start-up pass
-	peakAt  time.Duration // when it was taken, from the start
+	files     int
+	fill      time.Duration // the one-shot `ftpgate mirror` that filled the journal
+	fillRSS   int64         // its peak RSS
+	fillLines int           // the lines it wrote (log and summary)
+	startup   time.Duration // `ftpgate serve` start until its start-up pass ended
+	doneBy    string        // how the end of the start-up pass was recognised
+	rss       int64         // VmRSS once settled after the pass
+	anon      int64         // RssAnon then
+	file      int64         // RssFile then (the journal's mmap among it)
+	hwm       int64         // VmHWM: the peak over the daemon's life
+	peak      procMem       // the 1 s sample with the highest VmRSS during the start-up pass
+	peakAt    time.Duration // when it was taken, from the start
 }
 
 // largeRSS is (d): a one-shot `ftpgate mirror` uploads the 1M-file tree to
@@ -83,6 +84,9 @@ func (r *mirrorRun) largeRSS(ctx context.Context) (*largeResult, error) {
 		return nil, err
 	}
 	res.fill, res.fillRSS = fill.dur, fill.maxRSS
+	if res.fillLines, err = countLines(filepath.Join(r.dir, "logs", "large-fill.log")); err != nil {
+		return nil, err
+	}
 	e.log.Info("(d) journal filled", "dur", fill.dur.Round(time.Second), "max_rss", mb(fill.maxRSS), "stdout", strings.TrimSpace(fill.stdout))
 	if fill.dur > 15*time.Minute {
 		r.finding("(d) the one-shot first sync of %s files took %s (over 15 min)", groupThousands(largeFiles), fill.dur.Round(time.Second))
@@ -125,6 +129,27 @@ func (r *mirrorRun) largeRSS(ctx context.Context) (*largeResult, error) {
 	res.rss, res.hwm, res.anon, res.file = st.rss, st.hwm, st.anon, st.file
 	e.log.Info("(d) ftpgate serve memory", "VmRSS", mb(st.rss), "VmHWM", mb(st.hwm), "RssAnon", mb(st.anon), "RssFile", mb(st.file))
 	return res, nil
+}
+
+// countLines is the number of lines of a file.
+func countLines(p string) (int, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n := 0
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := f.Read(buf)
+		n += strings.Count(string(buf[:k]), "\n")
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 // logElapsed logs msg with the elapsed time every minute until the returned

@@ -25,6 +25,9 @@ const (
 	latencyLimit    = 10 * time.Second // a measured file not visible by then counts as lost
 	warmupLimit     = 60 * time.Second // the first files also wait for the watcher to start
 	latencyDir      = "lat"            // the watched directory, below the FTP user's login directory
+	// lockWait is the call duration taken as a wait in MinIO's lock retry
+	// loop (a sleep of up to 50 ms): idle calls take about a millisecond.
+	lockWait = 10 * time.Millisecond
 )
 
 // probe is how the polling client asks whether an object is there.
@@ -61,6 +64,7 @@ type latencySeries struct {
 	earlyStat int             // polls that found the object with a wrong size (a partial upload)
 	stats     []time.Duration // the duration of every probe call of the measured files
 	polls     []int           // probe calls per measured file
+	locked    int             // measured files with a call over lockWait
 }
 
 // latencySide is one running side of (a): an FTP server whose uploads into
@@ -181,6 +185,9 @@ func (r *mirrorRun) uploadAndWait(ctx context.Context, s *latencySide, name stri
 	ls.earlyStat += v.early
 	ls.stats = append(ls.stats, v.stats...)
 	ls.polls = append(ls.polls, len(v.stats))
+	if slices.ContainsFunc(v.stats, func(d time.Duration) bool { return d > lockWait }) {
+		ls.locked++
+	}
 	if !ok {
 		ls.lost++
 		r.e.log.Warn("object not visible in time", "side", s.name, "key", name, "limit", limit, "probe", p.String())

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -227,11 +228,33 @@ func (m *Mirror) retry(ctx context.Context, t *task, op, key string, fn func(con
 
 func (m *Mirror) logOp(t *task, op, key string, bytes int64, start time.Time, extra ...any) {
 	args := append([]any{"op", op, "key", key, "bytes", bytes, "dur", m.now().Sub(start)}, extra...)
+	msg := "mirrored"
 	if m.opts.DryRun {
-		t.mp.log.Info("would mirror", args...)
-		return
+		msg = "would mirror"
 	}
-	t.mp.log.Info("mirrored", args...)
+	t.mp.log.Log(context.Background(), m.opLevel(t.mp), msg, args...)
+}
+
+// oneShotOpLines is how many operation lines a one-shot pass logs at INFO.
+const oneShotOpLines = 1000
+
+// opLevel is the level of an operation's log line: INFO, except in a
+// one-shot run past its first oneShotOpLines lines, where a first sync of
+// a million files would otherwise log a million lines: DEBUG then (the
+// progress lines and the summary count the operations).
+func (m *Mirror) opLevel(mp *mapping) slog.Level {
+	if !m.oneShot.Load() {
+		return slog.LevelInfo
+	}
+	n := m.opLines.Add(1)
+	if n <= oneShotOpLines {
+		return slog.LevelInfo
+	}
+	if n == oneShotOpLines+1 {
+		mp.log.Info("further operations are logged at debug level; the progress lines and the summary count them",
+			"after", oneShotOpLines)
+	}
+	return slog.LevelDebug
 }
 
 // writePending commits t's pending record, normally before its operation
@@ -718,8 +741,8 @@ func (m *Mirror) execBatch(ctx context.Context, s *sched, t *task) {
 		}
 	}
 	if m.opts.DryRun {
-		for _, it := range items {
-			m.logOp(it.c, "put", it.obj.key, it.st.size, start, "batch", len(items))
+		if len(items) > 0 {
+			m.logBatch(mp, items[0].obj.key, items[len(items)-1].obj.key, len(items), size, start)
 		}
 		s.unbatch(t, rest)
 		finish(items, func(it item) outcome { return outcome{kind: outUploaded, bytes: it.st.size} })
@@ -754,9 +777,16 @@ func (m *Mirror) execBatch(ctx context.Context, s *sched, t *task) {
 		s.done(t)
 		return
 	}
-	dur := m.now().Sub(start)
-	for _, it := range items {
-		mp.log.Info("mirrored", "op", "put", "key", it.obj.key, "bytes", it.st.size, "dur", dur, "batch", len(items))
+	if m.oneShot.Load() {
+		if len(items) > 0 {
+			m.logBatch(mp, items[0].obj.key, items[len(items)-1].obj.key, len(items), size, start)
+		}
+	} else {
+		// the daemon says what it did per object, as for single PUTs
+		dur := m.now().Sub(start)
+		for _, it := range items {
+			mp.log.Info("mirrored", "op", "put", "key", it.obj.key, "bytes", it.st.size, "dur", dur, "batch", len(items))
+		}
 	}
 	mp.objects.Add(int64(len(items)))
 	s.unbatch(t, rest)
@@ -782,6 +812,17 @@ func (m *Mirror) execBatch(ctx context.Context, s *sched, t *task) {
 		})
 		s.done(t)
 	})
+}
+
+// logBatch writes the line of one batch upload: its first and last keys,
+// how many objects and bytes.
+func (m *Mirror) logBatch(mp *mapping, first, last string, n int, bytes int64, start time.Time) {
+	msg := "mirrored batch"
+	if m.opts.DryRun {
+		msg = "would mirror batch"
+	}
+	mp.log.Log(context.Background(), m.opLevel(mp), msg,
+		"op", "put", "batch", n, "bytes", bytes, "first", first, "last", last, "dur", m.now().Sub(start))
 }
 
 // readSmall reads a small file whole, checking it did not change meanwhile.

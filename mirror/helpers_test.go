@@ -48,6 +48,8 @@ type fakeStore struct {
 	listErr  error                               // returned after the first object
 	block    chan struct{}                       // when set, Put waits for it to close
 	noMeta   bool                                // List never returns metadata
+	noPages  bool                                // ListPage unsupported: passes use List
+	pages    []pageQuery                         // ListPage calls
 	noBatch  bool                                // PutBatch says unsupported
 	putStart chan string                         // told of every Put, when set
 }
@@ -60,6 +62,7 @@ var (
 	_ objectStore = (*fakeStore)(nil)
 	_ statStore   = (*fakeStore)(nil)
 	_ batchStore  = (*fakeStore)(nil)
+	_ pageLister  = (*fakeStore)(nil)
 )
 
 func etagOf(b []byte) string {
@@ -126,6 +129,24 @@ func (f *fakeStore) Delete(ctx context.Context, bucket, key string) error {
 func (f *fakeStore) List(ctx context.Context, bucket, prefix string, withMeta bool) iter.Seq2[objectInfo, error] {
 	f.mu.Lock()
 	f.lists++
+	infos := f.sortedLocked(bucket, prefix, withMeta)
+	listErr := f.listErr
+	f.mu.Unlock()
+	return func(yield func(objectInfo, error) bool) {
+		for i, oi := range infos {
+			if listErr != nil && i == 1 {
+				yield(objectInfo{}, listErr)
+				return
+			}
+			if !yield(oi, nil) {
+				return
+			}
+		}
+	}
+}
+
+// sortedLocked is the objects under prefix in key order.
+func (f *fakeStore) sortedLocked(bucket, prefix string, withMeta bool) []objectInfo {
 	var keys []string
 	for k := range f.objects {
 		if rest, ok := strings.CutPrefix(k, bucket+"/"); ok && strings.HasPrefix(rest, prefix) {
@@ -142,19 +163,51 @@ func (f *fakeStore) List(ctx context.Context, bucket, prefix string, withMeta bo
 		}
 		infos = append(infos, oi)
 	}
+	return infos
+}
+
+func (f *fakeStore) pagesSupported() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.noPages
+}
+
+// ListPage is List one page at a time; its continuation token is the last
+// key returned. With listErr set, the first page holds the first object
+// only and every other page fails, as List fails after the first object.
+func (f *fakeStore) ListPage(ctx context.Context, bucket string, q pageQuery) (listPage, error) {
+	f.mu.Lock()
+	f.pages = append(f.pages, q)
 	listErr := f.listErr
+	all := f.sortedLocked(bucket, q.prefix, q.withMeta)
 	f.mu.Unlock()
-	return func(yield func(objectInfo, error) bool) {
-		for i, oi := range infos {
-			if listErr != nil && i == 1 {
-				yield(objectInfo{}, listErr)
-				return
-			}
-			if !yield(oi, nil) {
-				return
-			}
-		}
+	if q.token != "" && q.startAfter != "" {
+		return listPage{}, fmt.Errorf("fake list page: token and start-after together")
 	}
+	after := q.startAfter
+	if q.token != "" {
+		after = strings.TrimPrefix(q.token, "token:")
+	}
+	size := q.maxKeys
+	if size <= 0 {
+		size = 1000
+	}
+	i, _ := slices.BinarySearchFunc(all, after, func(o objectInfo, k string) int { return strings.Compare(o.key, k) })
+	if i < len(all) && all[i].key == after {
+		i++
+	}
+	if listErr != nil {
+		if i > 0 {
+			return listPage{}, listErr
+		}
+		size = 1
+	}
+	end := min(i+size, len(all))
+	p := listPage{objects: all[i:end]}
+	if end < len(all) {
+		p.next = "token:" + all[end-1].key
+	}
+	return p, nil
 }
 
 func (f *fakeStore) Stat(ctx context.Context, bucket, key string) (objectInfo, error) {

@@ -56,10 +56,13 @@ type Journal struct {
 // ErrJournalInUse.
 func OpenJournal(stateDir string) (*Journal, error) {
 	p := filepath.Join(stateDir, journalFile)
+	// The freelist is persisted: without it bbolt rebuilds it at every open
+	// by reading every page of the file, which maps the whole journal into
+	// the process (170 MB at a million files) before the first pass starts.
+	// Writing it costs a page or two per commit.
 	db, err := bolt.Open(p, 0o600, &bolt.Options{
-		Timeout:        journalLockTimeout,
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
+		Timeout:      journalLockTimeout,
+		FreelistType: bolt.FreelistMapType,
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("journal %s is %w", p, ErrJournalInUse)
@@ -68,7 +71,11 @@ func OpenJournal(stateDir string) (*Journal, error) {
 		// bbolt's error names the file already
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
-	return &Journal{db: db, path: p}, nil
+	j := &Journal{db: db, path: p}
+	// a journal written before the freelist was persisted had it rebuilt
+	// from every page just now: give those pages back
+	j.releasePages()
+	return j, nil
 }
 
 // Close closes the journal. The Mirror using it must have stopped.
@@ -473,20 +480,26 @@ type kv struct {
 // journalStream reads one sub-bucket of one mapping in key order, in
 // short read transactions, from keys with prefix.
 type journalStream struct {
-	j      *Journal
-	name   string
-	sub    string
-	prefix string
-	after  string
-	buf    []kv
-	i      int
-	done   bool
-	err    error
-	reads  int
+	j        *Journal
+	name     string
+	sub      string
+	prefix   string
+	after    string
+	buf      []kv
+	i        int
+	done     bool
+	err      error
+	reads    int
+	keysOnly bool // entries come without their values
 }
 
 func (j *Journal) stream(name, sub, prefix string) *journalStream {
 	return &journalStream{j: j, name: name, sub: sub, prefix: prefix}
+}
+
+// keyStream is stream without the values.
+func (j *Journal) keyStream(name, sub, prefix string) *journalStream {
+	return &journalStream{j: j, name: name, sub: sub, prefix: prefix, keysOnly: true}
 }
 
 // next returns the next entry; ok is false at the end or on error (Err).
@@ -532,7 +545,11 @@ func (s *journalStream) fill() {
 				s.done = true
 				return nil
 			}
-			s.buf = append(s.buf, kv{k: string(k), v: bytes.Clone(v)})
+			e := kv{k: string(k)}
+			if !s.keysOnly {
+				e.v = bytes.Clone(v)
+			}
+			s.buf = append(s.buf, e)
 		}
 		if k == nil {
 			s.done = true
@@ -593,10 +610,19 @@ func (w *journalWriter) do(name string, fn func(*mtx) error) error {
 
 // run commits until in is closed and drained.
 func (w *journalWriter) run(closed <-chan struct{}) {
-	const maxGroup = 2048
+	const (
+		maxGroup = 2048
+		// releaseEvery is the commits after which the pages they read are
+		// released: a first sync of a million files otherwise keeps every
+		// page of the growing journal resident.
+		releaseEvery = 64
+	)
 	group := make([]writeReq, 0, maxGroup)
 	errs := make([]error, 0, maxGroup)
-	for {
+	for commits := 1; ; commits++ {
+		if commits%releaseEvery == 0 {
+			w.j.releasePages()
+		}
 		var first writeReq
 		select {
 		case first = <-w.in:

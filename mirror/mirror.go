@@ -37,8 +37,9 @@ type Options struct {
 	Settle time.Duration
 	// Workers bounds the object operations in flight. Default 8.
 	Workers int
-	// QueueSize bounds the tasks held in memory; beyond it work is recorded
-	// in the journal and replayed. Default 10000.
+	// QueueSize bounds the paths held in memory (a batch upload counts its
+	// files); beyond it work is recorded in the journal and replayed, and a
+	// pass waits above half of it. Default 10000.
 	QueueSize int
 	// MaxAttempts bounds the tries of one operation on transient errors
 	// (network, 5xx, SlowDown) before it counts as failed and stays
@@ -120,6 +121,10 @@ type Mirror struct {
 
 	batchOff atomic.Bool // the store refused a batch: single PUTs from now on
 
+	// one-shot runs (Pass) bound their per-operation log lines
+	oneShot atomic.Bool
+	opLines atomic.Int64
+
 	// test hooks
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
@@ -130,6 +135,8 @@ type Mirror struct {
 	testOpenDir func(name string) (*os.File, error)
 	// testWatcher replaces the fsnotify watcher in tests.
 	testWatcher func(mp *mapping) changeSource
+	// testRangeKeys replaces rangeKeys, the listing's range size, in tests.
+	testRangeKeys int
 }
 
 // changeSource is what Run needs from a watcher.

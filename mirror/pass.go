@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"iter"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +25,7 @@ const (
 	batchMaxFiles = 200     // files per batch: small batches keep every worker busy
 	batchMaxBytes = 4 << 20 // bytes per batch
 	batchFileMax  = 1 << 20 // files below this size go into batches
-	outboxSize    = 256     // tasks whose pending records are committed together
+	outboxSize    = 2048    // paths whose pending records are committed together
 	bookSize      = 1024    // journal clean-ups committed together
 	maxPlan       = 100000  // deletion plan entries held; the rest waits for the next pass
 )
@@ -54,8 +53,9 @@ type passer struct {
 	prog   *progress
 	s      *sched
 
-	outbox []*task
-	book   []func(*mtx) error
+	outbox      []*task
+	outboxPaths int // paths of the tasks in outbox (a batch counts its files)
+	book        []func(*mtx) error
 
 	batchOK    bool
 	batch      []*task
@@ -167,7 +167,7 @@ func (m *Mirror) pass(ctx context.Context, mp *mapping, sub, trigger string, sum
 	tombs := m.j.stream(mp.name, bucketTombstones, sub)
 	pend := m.j.stream(mp.name, bucketPending, sub)
 	// metadata in the listing only when there is no journal to go by
-	nextObj, stopList := iter.Pull2(m.store.List(ctx, mp.cfg.Bucket, mp.prefix+sub, rs.empty))
+	nextObj, stopList := m.listBucket(ctx, mp, sub, rs.empty)
 	defer stopList()
 
 	l, lok := walk.next()
@@ -501,7 +501,11 @@ func (p *passer) endBatches() error {
 // tasks in one transaction before they are handed to the workers.
 func (p *passer) emit(t *task) error {
 	p.outbox = append(p.outbox, t)
-	if len(p.outbox) >= outboxSize {
+	p.outboxPaths++
+	if t.kind == kindBatch {
+		p.outboxPaths += len(t.children) - 1
+	}
+	if p.outboxPaths >= outboxSize {
 		return p.flush()
 	}
 	return nil
@@ -514,7 +518,7 @@ func (p *passer) flush() error {
 		return nil
 	}
 	box := p.outbox
-	p.outbox = nil
+	p.outbox, p.outboxPaths = nil, 0
 	if !p.m.opts.DryRun {
 		now := p.m.now().UnixNano()
 		err := p.m.j.update(p.mp.name, func(x *mtx) error {
@@ -565,7 +569,7 @@ func (p *passer) flush() error {
 
 // abandon drops what a pass had not queued yet.
 func (p *passer) abandon() {
-	p.outbox, p.batch, p.book = nil, nil, nil
+	p.outbox, p.outboxPaths, p.batch, p.book = nil, 0, nil, nil
 }
 
 // paths is the tasks that each stand for one path: t, or a batch's

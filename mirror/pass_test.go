@@ -378,3 +378,54 @@ func TestPassETagDiffersSameContent(t *testing.T) {
 		t.Fatalf("record etag %q", rec.etag)
 	}
 }
+
+// A one-shot run logs a line per batch, not per file, and its first
+// oneShotOpLines operations at INFO, the rest at DEBUG: a first sync of a
+// million files is not a million lines.
+func TestPassOneShotLogLines(t *testing.T) {
+	t.Run("batches", func(t *testing.T) {
+		h := newHarness(t, Options{}, nil)
+		for i := range 150 {
+			h.write(fmt.Sprintf("d/f%03d", i), "x", t0)
+		}
+		if s := h.pass(); s.Uploaded != 150 || !s.OK() {
+			t.Fatalf("pass: %+v", s)
+		}
+		if n := h.logs.count(`msg=mirrored `); n != 0 {
+			t.Fatalf("%d per-file lines for batched uploads:\n%s", n, h.logs)
+		}
+		if n := h.logs.count(`level=INFO msg="mirrored batch" component=mirror mapping=m op=put batch=`); n == 0 || n > 3 {
+			t.Fatalf("%d batch lines for 150 files:\n%s", n, h.logs)
+		}
+		if !h.logs.contains(`first=pre/d/f000 last=`) {
+			t.Fatalf("the first batch does not name its first key:\n%s", h.logs)
+		}
+	})
+	t.Run("many single uploads", func(t *testing.T) {
+		h := newHarness(t, Options{}, nil)
+		h.store = onlyStore{h.fake} // single PUTs
+		h.open()
+		n := oneShotOpLines + 5
+		for i := range n {
+			h.write(fmt.Sprintf("f%04d", i), "x", t0)
+		}
+		if s := h.pass(); s.Uploaded != n || !s.OK() {
+			t.Fatalf("pass: %+v", s)
+		}
+		if got := h.logs.count(`level=INFO msg=mirrored `); got != oneShotOpLines {
+			t.Fatalf("%d INFO operation lines, want %d", got, oneShotOpLines)
+		}
+		if got := h.logs.count(`level=DEBUG msg=mirrored `); got != 5 {
+			t.Fatalf("%d DEBUG operation lines, want 5", got)
+		}
+		if got := h.logs.count(`msg="further operations are logged at debug level`); got != 1 {
+			t.Fatalf("%d notes about the debug level, want 1", got)
+		}
+		// the next run starts counting again
+		h.write("late", "y", t0)
+		h.pass()
+		if !h.logs.contains(`level=INFO msg=mirrored component=mirror mapping=m op=put key=pre/late `) {
+			t.Fatalf("the next run's operation is not at INFO:\n%s", h.logs.String()[max(0, len(h.logs.String())-2000):])
+		}
+	})
+}

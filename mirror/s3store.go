@@ -39,7 +39,8 @@ const (
 type S3Store struct {
 	c        *minio.Client
 	endpoint string
-	http     *http.Client
+	http     *http.Client // short requests (the batch probe)
+	lister   *http.Client // listing pages (s3pages.go); bounded by their context
 
 	mu       sync.Mutex
 	batch    batchSupport
@@ -86,6 +87,7 @@ func NewS3Store(c conf.S3) (*S3Store, error) {
 		c:        cl,
 		endpoint: cl.EndpointURL().String(),
 		http:     &http.Client{Transport: tr, Timeout: 10 * time.Second},
+		lister:   &http.Client{Transport: tr},
 	}, nil
 }
 
@@ -154,6 +156,9 @@ func (s *S3Store) Delete(ctx context.Context, bucket, key string) error {
 // metadata in the listing, a MinIO extension other stores ignore (their
 // objects then come without metadata).
 func (s *S3Store) List(ctx context.Context, bucket, prefix string, withMeta bool) iter.Seq2[objectInfo, error] {
+	if s.pagesSupported() {
+		return s.listPages(ctx, bucket, prefix, withMeta)
+	}
 	return func(yield func(objectInfo, error) bool) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -176,6 +181,29 @@ func (s *S3Store) List(ctx context.Context, bucket, prefix string, withMeta bool
 		}
 		if err := ctx.Err(); err != nil {
 			yield(objectInfo{}, fmt.Errorf("list s3://%s/%s: %w", bucket, prefix, err))
+		}
+	}
+}
+
+// listPages is List through ListPage, one page after the other.
+func (s *S3Store) listPages(ctx context.Context, bucket, prefix string, withMeta bool) iter.Seq2[objectInfo, error] {
+	return func(yield func(objectInfo, error) bool) {
+		q := pageQuery{prefix: prefix, withMeta: withMeta}
+		for {
+			p, err := s.ListPage(ctx, bucket, q)
+			if err != nil {
+				yield(objectInfo{}, err)
+				return
+			}
+			for _, o := range p.objects {
+				if !yield(o, nil) {
+					return
+				}
+			}
+			if p.next == "" {
+				return
+			}
+			q.token = p.next
 		}
 	}
 }

@@ -42,6 +42,7 @@ type task struct {
 	enqueued  time.Time
 	notBefore time.Time
 	requeues  int
+	weight    int // paths it counted for in the queue when pushed
 
 	run *passRun // the pass waiting for this task, or nil
 
@@ -59,6 +60,8 @@ type taskKey struct {
 // sched queues tasks for the workers: one entry per path, a hard cap (add
 // fails beyond it: the caller records the work in the journal instead), a
 // high-water mark for passes (addWait blocks above it), and delayed tasks.
+// The cap and the mark count paths, a batch as many as it has files, so
+// that what a pass holds in memory is bounded by the queue size.
 // Work announced by Notify or the watcher goes first, ahead of passes and
 // replays, so that a long pass does not delay a fresh upload.
 type sched struct {
@@ -67,6 +70,7 @@ type sched struct {
 	normal  fifo
 	delayed []*task
 	active  map[taskKey]*task
+	paths   int // paths of the queued tasks (ready and delayed)
 	cap     int
 	high    int
 	closed  bool
@@ -95,7 +99,8 @@ func signal(ch chan struct{}) {
 	}
 }
 
-func (s *sched) queued() int { return s.urgent.len() + s.normal.len() + len(s.delayed) }
+// queued is the number of paths queued, not running.
+func (s *sched) queued() int { return s.paths }
 
 // fifo is a queue of tasks.
 type fifo struct {
@@ -186,6 +191,11 @@ func (s *sched) addLocked(t *task, limit int) bool {
 }
 
 func (s *sched) push(t *task) {
+	t.weight = 1
+	if t.kind == kindBatch {
+		t.weight = len(t.children)
+	}
+	s.paths += t.weight
 	if !t.notBefore.IsZero() && t.notBefore.After(s.now()) {
 		s.delayed = append(s.delayed, t)
 	} else {
@@ -290,6 +300,7 @@ func (s *sched) next(ctx context.Context) (*task, bool) {
 			t = s.normal.pop()
 		}
 		if t != nil {
+			s.paths -= t.weight
 			t.running = true
 			more := s.urgent.len()+s.normal.len() > 0
 			below := s.queued() < s.high
@@ -467,7 +478,7 @@ func (s *sched) unbatch(t *task, rest []*task) {
 func (s *sched) queuedTasks() []*task {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]*task, 0, s.queued())
+	out := make([]*task, 0, s.urgent.len()+s.normal.len()+len(s.delayed))
 	out = append(out, s.urgent.rest()...)
 	out = append(out, s.normal.rest()...)
 	return append(out, s.delayed...)

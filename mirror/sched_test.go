@@ -125,3 +125,51 @@ func TestSchedCapAndHighWater(t *testing.T) {
 		t.Fatalf("queued after close: %d", len(s.queuedTasks()))
 	}
 }
+
+// A batch counts as many paths as it has files: a first sync of small
+// files in batches holds at most the queue size of them in memory.
+func TestSchedBatchesCountTheirPaths(t *testing.T) {
+	s := newSched(8, time.Now) // high water 4 paths
+	mp := &mapping{name: "m"}
+	run := newPassRun(mp, &MappingSummary{}, nil)
+	batch := func(names ...string) *task {
+		b := &task{mp: mp, kind: kindBatch, rel: names[0]}
+		for _, n := range names {
+			b.children = append(b.children, &task{mp: mp, kind: kindSync, rel: n, run: run})
+		}
+		return b
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if err := s.addWait(ctx, batch("a", "b", "c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.addWait(ctx, batch("d", "e")); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.queued(); n != 5 {
+		t.Fatalf("%d paths queued, want 5", n)
+	}
+	added := make(chan error, 1)
+	go func() { added <- s.addWait(ctx, batch("f", "g")) }()
+	select {
+	case err := <-added:
+		t.Fatalf("addWait returned %v with 5 paths queued, high water 4", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	x, _ := s.next(ctx) // a, b, c leave the queue
+	if x.kind != kindBatch || len(x.children) != 3 {
+		t.Fatalf("first task: %+v", x)
+	}
+	select {
+	case err := <-added:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(testWait):
+		t.Fatal("addWait never got room")
+	}
+	if n := s.queued(); n != 4 {
+		t.Fatalf("%d paths queued, want 4", n)
+	}
+}
