@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -75,7 +76,9 @@ func runPerms(cmd *cobra.Command, mode perms.Mode, paths []string) error {
 		return usageErr(fmt.Errorf("%s: no [[perms]] policy: nothing to %s", cfg.Path, mode))
 	}
 	log := newLogger(cmd.ErrOrStderr(), cfg.Log)
-	opts := perms.Options{Progress: cmd.ErrOrStderr()}
+	// An operator asked for this run: walk with every CPU the process may
+	// use (the daemon's after_mirror fix walks with one, gently).
+	opts := perms.Options{Progress: cmd.ErrOrStderr(), Workers: runtime.GOMAXPROCS(0)}
 	if mode == perms.ModeFix {
 		// The job lock shared with the mirror's full pass and the pull.
 		locks, err := newLocker(cfg, log)

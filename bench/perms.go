@@ -497,7 +497,8 @@ func (r *permsRun) report(ctx context.Context) error {
 	}
 	fmt.Fprintf(out, `
 notes:
-  - ftpgate: %s perms fix --config (one [[perms]] policy on the tree, rate = 0);
+  - ftpgate: %s perms fix --config (one [[perms]] policy on the tree, rate = 0), walking
+    with GOMAXPROCS threads (%d here);
     (a) sh -c '%s'
     (b) sh -c '%s'
   - Every leg runs on a fresh `+"`cp -a`"+` copy of one tree made once per run. Before each timed
@@ -507,7 +508,7 @@ notes:
     process start to exit. "sync(2) after" is the writeback of its changes, timed apart;
     the goals are judged on the wall time alone.
   - "new ctimes" counts the entries whose ctime differs after the leg: the inodes it wrote.
-`, filepath.Base(r.gateBin), permsOldScript, permsTunedScript)
+`, filepath.Base(r.gateBin), runtime.GOMAXPROCS(0), permsOldScript, permsTunedScript)
 	if len(r.findings) > 0 {
 		fmt.Fprintf(out, "\nfindings:\n")
 		for _, f := range r.findings {

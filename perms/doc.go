@@ -43,11 +43,21 @@
 //
 // # Gentle on a busy disk
 //
-// Each tree is walked on a goroutine locked to its own OS thread whose I/O
-// priority is IOPRIO_CLASS_IDLE; the thread ends with the walk, so the
-// priority never leaks to other goroutines. A policy's rate (operations
-// per second, 0 = unlimited) counts directory reads (getdents calls) and
-// entry changes. Memory is O(depth): no list of the tree is ever held.
+// Each tree is walked by Options.Workers goroutines (one by default: the
+// daemon's after_mirror fix; the CLI uses GOMAXPROCS), each locked to its
+// own OS thread whose I/O priority is IOPRIO_CLASS_IDLE; the threads end
+// with the walk, so the priority never leaks to other goroutines. A
+// worker that finds a subdirectory hands it, open, to the others through
+// a queue of a few entries per worker; when the queue is full it reads
+// the subdirectory itself, depth-first. A policy's rate (operations per
+// second, 0 = unlimited) counts directory reads (getdents calls) and
+// entry changes of all the workers together. Memory is O(depth) per
+// worker plus the queue: no list of the tree is ever held.
+//
+// With one worker findings come in the filesystem's directory order,
+// depth first. With several, findings of different directories
+// interleave in no set order (a directory's own finding still comes
+// before those of its entries); the counts are exact either way.
 //
 // # Coordination
 //

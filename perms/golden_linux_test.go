@@ -3,6 +3,7 @@ package perms
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -71,20 +72,27 @@ func goldenTree(t *testing.T) (string, []conf.Perms) {
 	}
 }
 
-// TestGolden runs check, a dry run and fix on the same kind of tree and
-// compares what a person reads with testdata/*.golden. Findings come in
-// the filesystem's directory order; the comparison sorts them.
+// TestGolden runs check, a dry run and fix on the same kind of tree, with
+// one worker and with four, and compares what a person reads with
+// testdata/*.golden. Findings come in the filesystem's directory order,
+// and with several workers interleaved; the comparison sorts them. The
+// report function appends without a lock: the walk calls it one call at
+// a time, whatever the workers.
 func TestGolden(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name string
-		mode Mode
-	}{{"check", ModeCheck}, {"dry_run", ModeDryRun}, {"fix", ModeFix}}
+		name    string
+		mode    Mode
+		workers int
+	}{
+		{"check", ModeCheck, 1}, {"dry_run", ModeDryRun, 1}, {"fix", ModeFix, 1},
+		{"check", ModeCheck, 4}, {"dry_run", ModeDryRun, 4}, {"fix", ModeFix, 4},
+	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/workers=%d", tc.name, tc.workers), func(t *testing.T) {
 			t.Parallel()
 			root, policies := goldenTree(t)
-			n := newNormaliser(t, Options{}, policies...)
+			n := newNormaliser(t, Options{Workers: tc.workers}, policies...)
 			var out bytes.Buffer
 			rep := NewReport(&out, tc.mode)
 			rep.lookup = testNames

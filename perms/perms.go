@@ -122,16 +122,28 @@ type Options struct {
 	// else log lines every ProgressEvery (5s when 0).
 	Progress      io.Writer
 	ProgressEvery time.Duration
+	// Workers is how many threads walk each tree at once; 0 or 1: one.
+	// Each is a goroutine locked to a thread of its own at idle I/O
+	// priority; they share the policy's rate, and a worker hands whole
+	// subdirectories to the others through a small bounded queue (when it
+	// is full, the worker reads the subdirectory itself). With one worker
+	// findings come in the filesystem's directory order, depth first;
+	// with more, those of different directories interleave (a directory
+	// still comes before what is in it). Counts are exact either way.
+	// The CLI walks with GOMAXPROCS workers, the daemon's after_mirror
+	// fix with one.
+	Workers int
 
 	// Test seams; nil in production.
 	newLimiter func(perSec float64) limiter
 	hooks      hooks
 }
 
-// hooks let tests act at exact points of a walk. Each runs on the walk's
-// goroutine.
+// hooks let tests act at exact points of a walk. Each runs on the goroutine
+// of the worker that reaches the point: with several workers, at the same
+// time as on others.
 type hooks struct {
-	onThread   func()            // on the walk's thread, after its I/O priority is set
+	onThread   func()            // on each worker's thread, after its I/O priority is set
 	beforeStat func(path string) // after a name was read from its directory, before fstatat
 	beforeOpen func(path string) // after fstatat, before openat of an entry to enter or change
 	afterRead  func(dir string)  // after each getdents call
@@ -140,7 +152,8 @@ type hooks struct {
 	noDType bool
 }
 
-// limiter paces a walk; *rate.Limiter implements it.
+// limiter paces a walk, all its workers together; *rate.Limiter
+// implements it. Implementations are safe for concurrent use.
 type limiter interface {
 	Wait(ctx context.Context) error
 }
@@ -216,8 +229,8 @@ func modeBits(m fs.FileMode) uint32 {
 
 // Check walks paths (every policy's tree when there are none) and calls
 // report for every entry that deviates or cannot be read. It changes
-// nothing. report is called from the walk's goroutine, one call at a
-// time. The error is for a run that could not start or was cancelled
+// nothing. report is called from the walk's workers, one call at a time
+// (in no set order across directories with several workers). The error is for a run that could not start or was cancelled
 // (ErrNoPolicy, ErrExcluded, ctx); problems with entries are findings.
 func (n *Normaliser) Check(ctx context.Context, paths []string, report func(Finding)) (Result, error) {
 	return n.run(ctx, ModeCheck, paths, report)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -60,47 +62,170 @@ func ioClass() (int, error) {
 	return int(v>>ioprioClassShift) & ioprioClassMask, nil
 }
 
-// walk runs one tree on a goroutine of its own, locked to a thread whose
-// I/O priority is idle, and waits for it.
-func (n *Normaliser) walk(ctx context.Context, mode Mode, t tree, c *counters, report func(Finding)) error {
-	w := &walker{
+// queuePerWorker is how many directories a walk with several workers
+// keeps handed off per worker: each is an open descriptor, nothing more.
+const queuePerWorker = 4
+
+// walk runs one tree on Options.Workers goroutines, each locked to a
+// thread of its own whose I/O priority is idle, and waits for them all.
+func (n *Normaliser) walk(parent context.Context, mode Mode, t tree, c *counters, report func(Finding)) error {
+	workers := max(1, n.opts.Workers)
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	tw := &treeWalk{
 		ctx:    ctx,
+		cancel: cancel,
 		mode:   mode,
 		pol:    t.pol,
 		lim:    n.limiterFor(t.pol),
 		hooks:  &n.opts.hooks,
 		c:      c,
 		report: report,
+		done:   make(chan struct{}),
 	}
-	done := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread, with its I/O priority, ends with
-		// this goroutine.
-		runtime.LockOSThread()
-		if err := setIdleIO(); err != nil {
-			n.log.Warn("walking at normal I/O priority", "err", err)
+	if workers > 1 {
+		tw.queue = make(chan dirJob, queuePerWorker*workers)
+		var mu sync.Mutex
+		tw.report = func(f Finding) {
+			mu.Lock()
+			defer mu.Unlock()
+			report(f)
 		}
-		if h := w.hooks.onThread; h != nil {
-			h()
-		}
-		done <- w.run(t.start)
-	}()
-	return <-done
+	}
+	tw.pending.Store(1) // the start, taken by the first worker
+	var warn sync.Once
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Go(func() {
+			// Never unlocked: the thread, with its I/O priority, ends with
+			// this goroutine.
+			runtime.LockOSThread()
+			if err := setIdleIO(); err != nil {
+				warn.Do(func() { n.log.Warn("walking at normal I/O priority", "err", err) })
+			}
+			if h := tw.hooks.onThread; h != nil {
+				h()
+			}
+			w := &walker{treeWalk: tw}
+			if i == 0 {
+				if w.do(func() error { return w.run(t.start) }) != nil {
+					return
+				}
+			}
+			w.work()
+		})
+	}
+	wg.Wait()
+	// Directories still handed off when the walk ended early.
+	for len(tw.queue) > 0 {
+		unix.Close((<-tw.queue).fd)
+	}
+	select {
+	case <-tw.done:
+		return nil
+	default:
+	}
+	// The caller's context ended, or a worker ended the walk and
+	// cancelled ctx with why.
+	if err := parent.Err(); err != nil {
+		return err
+	}
+	return context.Cause(ctx)
 }
 
-// walker is one walk of one tree. It lives on one goroutine.
-type walker struct {
-	ctx     context.Context
-	mode    Mode
-	pol     *policy
-	lim     limiter // nil: unlimited
-	hooks   *hooks
-	c       *counters
-	report  func(Finding)
+// treeWalk is one walk of one tree, shared by its workers. Safe for
+// concurrent use: its fields are set before the workers start, and report
+// is serialised when there are several.
+type treeWalk struct {
+	ctx    context.Context // ends when the caller's does or a worker fails
+	cancel context.CancelCauseFunc
+	mode   Mode
+	pol    *policy
+	lim    limiter // nil: unlimited; shared by the workers
+	hooks  *hooks
+	c      *counters
+	report func(Finding)
+	// rootDev is the device of the policy's path. The first worker sets
+	// it before it hands off any directory; the others read it only
+	// after they received one.
 	rootDev uint64
-	stop    error // why the walk ends early: the context's end or the limiter's refusal
-	stack   []*frame
-	bufs    [][]byte // getdents buffers of popped frames, for reuse
+	// queue holds directories a worker found and handed off for another
+	// to read; nil with one worker. When it is full the finder reads the
+	// directory itself, depth-first, so memory stays bounded.
+	queue chan dirJob
+	// pending counts the jobs not yet done: the start and each directory
+	// handed off, from the handing off to the end of its subtree. Only a
+	// worker busy with a job adds to it, so once it is 0 it stays 0; done
+	// is closed then.
+	pending atomic.Int64
+	done    chan struct{}
+}
+
+// dirJob is a directory handed from one worker to another: open on fd,
+// verified, checked (and in Fix changed) by the worker that found it, not
+// yet read.
+type dirJob struct {
+	fd        int
+	path, rel string
+}
+
+// walker is one worker of a walk. It lives on one goroutine.
+type walker struct {
+	*treeWalk
+	stop  error // why the walk ends early: the context's end or the limiter's refusal
+	stack []*frame
+	bufs  [][]byte // getdents buffers of popped frames, for reuse
+}
+
+// work reads handed-off directories until the walk is done or ends early.
+func (w *walker) work() {
+	for {
+		select {
+		case j := <-w.queue:
+			w.push(j.fd, j.path, j.rel)
+			if w.do(w.loop) != nil {
+				return
+			}
+		case <-w.done:
+			return
+		case <-w.ctx.Done():
+			return
+		}
+	}
+}
+
+// do runs one job to its end. An error ends the walk for every worker:
+// it cancels the walk's context with the error as the cause.
+func (w *walker) do(job func() error) error {
+	err := job()
+	for _, f := range w.stack {
+		unix.Close(f.fd)
+	}
+	w.stack = w.stack[:0]
+	if err != nil {
+		w.cancel(err)
+		return err
+	}
+	if w.pending.Add(-1) == 0 {
+		close(w.done)
+	}
+	return nil
+}
+
+// handOff queues the directory open on fd for another worker; false when
+// the queue is full (or there is no other worker).
+func (w *walker) handOff(fd int, path, rel string) bool {
+	if w.queue == nil {
+		return false
+	}
+	w.pending.Add(1)
+	select {
+	case w.queue <- dirJob{fd: fd, path: path, rel: rel}:
+		return true
+	default:
+		w.pending.Add(-1)
+		return false
+	}
 }
 
 // frame is one open directory of the walk.
@@ -124,12 +249,6 @@ func (s *stat) isDir() bool { return s.mode&unix.S_IFMT == unix.S_IFDIR }
 
 // run walks from start, which is the policy's path or lies below it.
 func (w *walker) run(start string) error {
-	defer func() {
-		for _, f := range w.stack {
-			unix.Close(f.fd)
-		}
-		w.stack = nil
-	}()
 	root := w.pol.Path
 	fd, err := openRetry(unix.AT_FDCWD, root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
 	if err != nil {
@@ -385,7 +504,7 @@ func (w *walker) entry(f *frame, name []byte, typ uint8) error {
 }
 
 // opened checks (and in Fix changes) the entry open on fd, which the walk
-// verified; a directory is pushed to be read, a file closed.
+// verified; a directory is handed off or pushed to be read, a file closed.
 func (w *walker) opened(fd int, p, rel string, st *stat) {
 	isDir := st.isDir()
 	w.c.checked.Add(1)
@@ -394,7 +513,9 @@ func (w *walker) opened(fd int, p, rel string, st *stat) {
 		w.deviation(p, isDir, wrong, st, want, fd)
 	}
 	if isDir {
-		w.push(fd, p, rel)
+		if !w.handOff(fd, p, rel) {
+			w.push(fd, p, rel)
+		}
 		return
 	}
 	unix.Close(fd)
@@ -464,17 +585,19 @@ func (w *walker) wait() error {
 		// rate refuses a wait that would outlast the context's deadline
 		// before the context ends: the walk ends either way.
 		w.stop = fmt.Errorf("rate limit: %w", err)
-		if cerr := w.ctx.Err(); cerr != nil {
-			w.stop = cerr
+		if w.ctx.Err() != nil {
+			w.stop = context.Cause(w.ctx)
 		}
 	}
 	return w.stop
 }
 
-// err is why the walk must end now; nil while it may go on.
+// err is why the walk must end now; nil while it may go on. Another
+// worker's failure ends it too: the walk's context carries it as the
+// cause.
 func (w *walker) err() error {
-	if w.stop == nil {
-		w.stop = w.ctx.Err()
+	if w.stop == nil && w.ctx.Err() != nil {
+		w.stop = context.Cause(w.ctx)
 	}
 	return w.stop
 }
