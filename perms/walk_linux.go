@@ -175,6 +175,38 @@ type walker struct {
 	stop  error // why the walk ends early: the context's end or the limiter's refusal
 	stack []*frame
 	bufs  [][]byte // getdents buffers of popped frames, for reuse
+	n     tally    // counts not yet added to the run's counters
+}
+
+// tally is what a worker counted since it last added to the run's
+// counters. Adding to those shared atomics for every entry would bounce
+// their cache line between the workers' CPUs; a worker adds its tally
+// when it leaves a directory, every tallyEvery entries in a large one, and
+// at the end of each job, so the counts are exact when the walk returns
+// and the progress reports lag by a directory at most.
+type tally struct {
+	checked, deviations, fixed, errors, excluded, leftAlone, vanished int64
+}
+
+// tallyEvery is how many entries a worker checks before it adds its tally
+// to the run's counters in the middle of a directory.
+const tallyEvery = 4096
+
+// flush adds the worker's tally to the run's counters.
+func (w *walker) flush() {
+	add := func(a *atomic.Int64, n *int64) {
+		if *n != 0 {
+			a.Add(*n)
+			*n = 0
+		}
+	}
+	add(&w.c.checked, &w.n.checked)
+	add(&w.c.deviations, &w.n.deviations)
+	add(&w.c.fixed, &w.n.fixed)
+	add(&w.c.errors, &w.n.errors)
+	add(&w.c.excluded, &w.n.excluded)
+	add(&w.c.leftAlone, &w.n.leftAlone)
+	add(&w.c.vanished, &w.n.vanished)
 }
 
 // work reads handed-off directories until the walk is done or ends early.
@@ -202,6 +234,7 @@ func (w *walker) do(job func() error) error {
 		unix.Close(f.fd)
 	}
 	w.stack = w.stack[:0]
+	w.flush()
 	if err != nil {
 		w.cancel(err)
 		return err
@@ -320,6 +353,9 @@ func (w *walker) loop() error {
 		if err := w.entry(f, name, typ); err != nil {
 			return err
 		}
+		if w.n.checked >= tallyEvery {
+			w.flush()
+		}
 	}
 	return nil
 }
@@ -329,6 +365,7 @@ func (w *walker) pop() {
 	w.stack = w.stack[:len(w.stack)-1]
 	unix.Close(f.fd)
 	w.bufs = append(w.bufs, f.buf)
+	w.flush()
 }
 
 func (w *walker) push(fd int, path, rel string) {
@@ -417,7 +454,7 @@ func (w *walker) entry(f *frame, name []byte, typ uint8) error {
 	if len(w.pol.Exclude) > 0 {
 		rel = joinRel(f.rel, string(name))
 		if excluded(w.pol.Exclude, rel) {
-			w.c.excluded.Add(1)
+			w.n.excluded++
 			return nil
 		}
 	}
@@ -426,7 +463,7 @@ func (w *walker) entry(f *frame, name []byte, typ uint8) error {
 	}
 	switch typ {
 	case unix.DT_LNK, unix.DT_FIFO, unix.DT_SOCK, unix.DT_CHR, unix.DT_BLK:
-		w.c.leftAlone.Add(1)
+		w.n.leftAlone++
 		return nil
 	}
 	if h := w.hooks.beforeStat; h != nil {
@@ -435,7 +472,7 @@ func (w *walker) entry(f *frame, name []byte, typ uint8) error {
 	var st stat
 	if err := statName(f.fd, name, &st); err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			w.c.vanished.Add(1)
+			w.n.vanished++
 			return nil
 		}
 		w.fail(path(), typ == unix.DT_DIR, err)
@@ -443,7 +480,7 @@ func (w *walker) entry(f *frame, name []byte, typ uint8) error {
 	}
 	isDir := st.isDir()
 	if !isDir && st.mode&unix.S_IFMT != unix.S_IFREG {
-		w.c.leftAlone.Add(1)
+		w.n.leftAlone++
 		return nil
 	}
 	if st.dev != w.rootDev {
@@ -454,7 +491,7 @@ func (w *walker) entry(f *frame, name []byte, typ uint8) error {
 	wrong := want.diff(&st)
 	if !isDir && (wrong == 0 || w.mode != ModeFix) {
 		// Nothing to open: a right file, or one only to be reported.
-		w.c.checked.Add(1)
+		w.n.checked++
 		if wrong != 0 {
 			w.deviation(path(), false, wrong, &st, want, -1)
 		}
@@ -470,16 +507,16 @@ func (w *walker) entry(f *frame, name []byte, typ uint8) error {
 	fd, err := openNoatime(f.fd, string(name), flags)
 	if err != nil {
 		if gone(err) {
-			w.c.vanished.Add(1)
+			w.n.vanished++
 			return nil
 		}
-		w.c.checked.Add(1)
+		w.n.checked++
 		fnd := Finding{Path: path(), Dir: isDir, Err: fmt.Errorf("open: %w", err)}
 		if wrong != 0 {
-			w.c.deviations.Add(1)
+			w.n.deviations++
 			fnd.Wrong, fnd.Have, fnd.Want = wrong, attrsOf(&st), want.attrs()
 		}
-		w.c.errors.Add(1)
+		w.n.errors++
 		w.report(fnd)
 		return nil
 	}
@@ -493,7 +530,7 @@ func (w *walker) entry(f *frame, name []byte, typ uint8) error {
 		// Replaced since the statx: not the entry the walk saw. The new
 		// one is seen by the next run.
 		unix.Close(fd)
-		w.c.vanished.Add(1)
+		w.n.vanished++
 		return nil
 	}
 	if isDir && rel == "" {
@@ -507,7 +544,7 @@ func (w *walker) entry(f *frame, name []byte, typ uint8) error {
 // verified; a directory is handed off or pushed to be read, a file closed.
 func (w *walker) opened(fd int, p, rel string, st *stat) {
 	isDir := st.isDir()
-	w.c.checked.Add(1)
+	w.n.checked++
 	want := w.pol.want(isDir)
 	if wrong := want.diff(st); wrong != 0 {
 		w.deviation(p, isDir, wrong, st, want, fd)
@@ -524,7 +561,7 @@ func (w *walker) opened(fd int, p, rel string, st *stat) {
 // deviation reports an entry that differs from its policy and, in Fix,
 // changes it through fd.
 func (w *walker) deviation(p string, isDir bool, wrong Wrong, st *stat, want wantAttrs, fd int) {
-	w.c.deviations.Add(1)
+	w.n.deviations++
 	fnd := Finding{Path: p, Dir: isDir, Wrong: wrong, Have: attrsOf(st), Want: want.attrs()}
 	if w.mode == ModeFix {
 		if err := w.wait(); err != nil {
@@ -532,10 +569,10 @@ func (w *walker) deviation(p string, isDir bool, wrong Wrong, st *stat, want wan
 		}
 		if err := apply(fd, st, want); err != nil {
 			fnd.Err = err
-			w.c.errors.Add(1)
+			w.n.errors++
 		} else {
 			fnd.Fixed = true
-			w.c.fixed.Add(1)
+			w.n.fixed++
 		}
 	}
 	w.report(fnd)
@@ -572,7 +609,7 @@ func apply(fd int, st *stat, want wantAttrs) error {
 
 // fail reports an entry that could not be read or entered.
 func (w *walker) fail(p string, isDir bool, err error) {
-	w.c.errors.Add(1)
+	w.n.errors++
 	w.report(Finding{Path: p, Dir: isDir, Err: err})
 }
 
