@@ -211,7 +211,24 @@ func storagePolicy(cfg *conf.Config) storage.Policy {
 		Fsync:     cfg.Storage.Fsync,
 		ResumeTTL: cfg.Storage.ResumeTTL,
 		StateDir:  cfg.Storage.StateDir,
+		CommitLog: cfg.Storage.CommitLog,
 	}
+}
+
+// logRecovery reports how uploads are made durable and what the commit
+// log's recovery did.
+func logRecovery(log *slog.Logger, rec storage.LogRecovery) {
+	if !rec.Enabled {
+		log.Info("commit log off: every upload is fsynced in place", "reason", rec.Reason)
+		return
+	}
+	for _, p := range rec.Restored {
+		log.Warn("commit log: restored an upload that the crash lost", "path", p)
+	}
+	for _, p := range rec.Kept {
+		log.Info("commit log: kept a file changed after its upload", "path", p)
+	}
+	log.Info("commit log on", "records", rec.Records, "checked", rec.Checked, "restored", len(rec.Restored))
 }
 
 func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
@@ -222,7 +239,12 @@ func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
 	if err != nil {
 		return usageErr(err)
 	}
-	defer root.Close()
+	defer func() {
+		if err := root.Close(); err != nil {
+			log.Error("closing the storage root", "err", err)
+		}
+	}()
+	logRecovery(log, root.Recovery())
 
 	jobs, err := newDaemonJobs(cfg, log)
 	if err != nil {

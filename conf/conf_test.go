@@ -84,6 +84,7 @@ func defaultConfig(path, root, state string) *Config {
 			StateDir:  state,
 			ResumeTTL: 24 * time.Hour,
 			Fsync:     true,
+			CommitLog: 64 << 20,
 		},
 		Users:   []User{},
 		Mirrors: []Mirror{},

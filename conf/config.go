@@ -89,6 +89,10 @@ type Storage struct {
 	StateDir  string      // absolute, cleaned
 	ResumeTTL time.Duration
 	Fsync     bool
+	// CommitLog is the size in bytes of the commit log through which
+	// small uploads are made durable (storage.commit_log, in MiB); 0 for
+	// none.
+	CommitLog int64
 }
 
 // User is one [[users]] entry.

@@ -162,6 +162,7 @@ type rawStorage struct {
 	StateDir  value[string] `toml:"state_dir"`
 	ResumeTTL value[string] `toml:"resume_ttl"`
 	Fsync     value[bool]   `toml:"fsync"`
+	CommitLog value[int64]  `toml:"commit_log"`
 }
 
 type rawUser struct {
@@ -273,6 +274,7 @@ func withDefaults(r *rawConfig) {
 	def(&st.DirMode, "2775")
 	def(&st.ResumeTTL, "24h")
 	def(&st.Fsync, true)
+	def(&st.CommitLog, 64)
 
 	for i := range r.Users {
 		u := &r.Users[i]

@@ -96,6 +96,9 @@ func (c *checker) storage(r *rawStorage, base string, s *Storage) {
 	}
 	s.ResumeTTL = c.duration(r.ResumeTTL, "storage.resume_ttl", false)
 	s.Fsync, _ = get(c, r.Fsync, "storage.fsync", "a boolean")
+	if n := c.integer(r.CommitLog, "storage.commit_log", 0, 4096); n > 0 {
+		s.CommitLog = int64(n) << 20
+	}
 }
 
 func (c *checker) users(rs []rawUser) []User {

@@ -71,12 +71,16 @@ func TestPolicy(t *testing.T) {
 			if _, err := u.Write([]byte("data")); err != nil {
 				t.Fatal(err)
 			}
-			parts := e.parts("uploads/dj1/d/e")
-			if len(parts) != 1 {
-				t.Fatalf("parts = %v", parts)
+			// The part, without a name until Commit, already has the
+			// final group and mode.
+			if parts := e.parts("uploads/dj1/d/e"); len(parts) != 0 || !u.anon {
+				t.Fatalf("parts = %v, anonymous part %v; want none, true", parts, u.anon)
 			}
-			// The part already has the final group and mode.
-			if mode, g := owner(t, parts[0]); mode != tt.fileMode || g != wantGID {
+			pfi, err := u.f.Stat()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mode, g := pfi.Mode(), int(pfi.Sys().(*syscall.Stat_t).Gid); mode != tt.fileMode || g != wantGID {
 				t.Errorf("part: mode %v gid %d, want %v gid %d", mode, g, tt.fileMode, wantGID)
 			}
 			if _, err := u.Commit(); err != nil {

@@ -58,6 +58,10 @@ func newEnv(t *testing.T, mod func(*Policy)) *env {
 	return e
 }
 
+// namedParts makes plain STORs create named parts, as they do where
+// O_TMPFILE is missing.
+func (e *env) namedParts() { e.root.noTmpfile.Store(true) }
+
 // testTTL is the tests' ResumeTTL.
 const testTTL = 24 * time.Hour
 

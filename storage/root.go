@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -37,6 +38,11 @@ type Policy struct {
 	// StateDir is where the registry of part files lives (in "parts/").
 	// Required, and never inside the storage root.
 	StateDir string
+	// CommitLog is the size in bytes of the commit log in StateDir
+	// (commit.log) through which uploads of up to 256 KiB are made
+	// durable with Fsync; 0 fsyncs every upload in place. At least
+	// MinCommitLog otherwise. Without Fsync it is not used.
+	CommitLog int64
 }
 
 // Default policy values for zero fields.
@@ -84,6 +90,8 @@ func (p Policy) validate() error {
 		return fmt.Errorf("resume TTL %v: must not be negative", p.ResumeTTL)
 	case p.StateDir == "":
 		return errors.New("state dir: required")
+	case p.CommitLog != 0 && p.CommitLog < MinCommitLog:
+		return fmt.Errorf("commit log size %d: at least %d bytes, or 0 for none", p.CommitLog, MinCommitLog)
 	}
 	return nil
 }
@@ -95,9 +103,15 @@ type Root struct {
 	root   *os.Root
 	pol    Policy
 	reg    *registry
-	dirs   dirSyncer // group commit of directory fsyncs
-	bufs   sync.Pool // *[]byte of recvChunk bytes, for Upload.ReadFrom
-	escape error     // os.Root's error for a path that leaves it
+	dirs   dirSyncer        // group commit of directory fsyncs
+	bufs   sync.Pool        // *[]byte of recvChunk bytes, for Upload.ReadFrom
+	escape error            // os.Root's error for a path that leaves it
+	log    *commitLog       // nil: uploads fsync in place
+	now    func() time.Time // the commit log's clock
+	// noTmpfile: O_TMPFILE failed once, uploads use named parts;
+	// noEmptyPath: linkat with AT_EMPTY_PATH was refused.
+	noTmpfile, noEmptyPath atomic.Bool
+	recovery               LogRecovery
 
 	mu     sync.Mutex
 	active map[string]struct{} // root-relative part paths in use
@@ -106,6 +120,12 @@ type Root struct {
 // Open opens the storage root, an existing directory, under pol, and
 // creates pol.StateDir/parts (mode 0700) for the part registry.
 func Open(root string, pol Policy) (*Root, error) {
+	return open(root, pol, bootID(), time.Now)
+}
+
+// open is Open with the boot ID and the clock that the commit log uses
+// given (tests give others).
+func open(root string, pol Policy, boot [16]byte, now func() time.Time) (*Root, error) {
 	pol = pol.withDefaults()
 	if err := pol.validate(); err != nil {
 		return nil, fmt.Errorf("storage policy: %w", err)
@@ -114,9 +134,14 @@ func Open(root string, pol Policy) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open storage root: %w", err)
 	}
-	r := &Root{root: osr, pol: pol, active: make(map[string]struct{})}
+	r := &Root{root: osr, pol: pol, active: make(map[string]struct{}), now: now}
 	r.bufs.New = func() any { b := make([]byte, recvChunk); return &b }
 	if err := r.openState(root); err != nil {
+		osr.Close()
+		return nil, err
+	}
+	if err := r.openLog(boot); err != nil {
+		r.reg.close()
 		osr.Close()
 		return nil, err
 	}
@@ -158,6 +183,43 @@ func (r *Root) openState(root string) error {
 	r.reg = reg
 	return nil
 }
+
+// openLog opens the commit log when the policy asks for one and the state
+// directory keeps it across a reboot.
+func (r *Root) openLog(boot [16]byte) error {
+	if !r.pol.Fsync || r.pol.CommitLog == 0 {
+		r.recovery.Reason = "off in the configuration"
+		return nil
+	}
+	d, err := os.Open(r.pol.StateDir)
+	if err != nil {
+		return err
+	}
+	mem, err := memoryFS(int(d.Fd()))
+	d.Close()
+	switch {
+	case err != nil:
+		return err
+	case mem:
+		r.recovery.Reason = "the state directory is on tmpfs, which a reboot empties"
+		return nil
+	}
+	if !haveSyncFS {
+		r.recovery.Reason = "not supported on this system"
+		return nil
+	}
+	l, err := r.openCommitLog(filepath.Join(r.pol.StateDir, logName), r.pol.CommitLog, boot)
+	if err != nil {
+		return err
+	}
+	r.log = l
+	r.recovery.Enabled = true
+	return nil
+}
+
+// Recovery reports whether uploads go through the commit log and what
+// Open found in it.
+func (r *Root) Recovery() LogRecovery { return r.recovery }
 
 // within reports whether dir is root or below it, after resolving symlinks
 // (for dir, those of its longest existing prefix).
@@ -203,7 +265,13 @@ func resolvePath(p string) (string, error) {
 // Close releases the root's descriptors. Jails opened from it keep working
 // until their own Close; SweepParts does not.
 func (r *Root) Close() error {
-	err := r.root.Close()
+	var err error
+	if r.log != nil {
+		err = r.log.close()
+	}
+	if cerr := r.root.Close(); err == nil {
+		err = cerr
+	}
 	if rerr := r.reg.close(); err == nil {
 		err = rerr
 	}

@@ -9,6 +9,7 @@ import (
 
 func TestSweepParts(t *testing.T) {
 	e := newEnv(t, nil)
+	e.namedParts() // the upload in progress has a registered part too
 	f := e.jail("uploads/dj1", "dj1", false)
 	if err := f.Mkdir("/sub", 0); err != nil {
 		t.Fatal(err)
@@ -125,6 +126,7 @@ func TestRegistryJournal(t *testing.T) {
 	}
 	t.Cleanup(func() { r.Close() })
 	e.root = r
+	e.namedParts() // so that the upload of c below is recorded
 	if b, err := os.ReadFile(journal); err != nil || string(b) != "+"+keyA+"\n" {
 		t.Fatalf("journal after Open = %q, %v", b, err)
 	}

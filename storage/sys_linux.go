@@ -1,6 +1,11 @@
 package storage
 
-import "golang.org/x/sys/unix"
+import (
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
 
 // syncRange starts writeback of [off, off+n) or, with wait, writes it out
 // and waits until it is on disk.
@@ -40,3 +45,31 @@ func openDirBeneath(top int, name string) (int, error) {
 		}
 	}
 }
+
+// haveSyncFS: the commit log needs syncfs(2).
+const haveSyncFS = true
+
+// syncFS writes out the filesystem holding fd (syncfs(2)).
+func syncFS(fd int) error { return unix.Syncfs(fd) }
+
+// fdatasync writes out f's data and the metadata needed to read it.
+func fdatasync(f *os.File) error {
+	for {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// memoryFS reports whether fd is on a filesystem that a reboot empties.
+func memoryFS(fd int) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return false, err
+	}
+	return st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC, nil
+}
+
+// statCtime is st's change time in ns.
+func statCtime(st *syscall.Stat_t) int64 { return st.Ctim.Nano() }

@@ -4,6 +4,8 @@ package storage
 
 import (
 	"errors"
+	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,3 +24,18 @@ func availableBytes(fd int) (int64, error) {
 
 // openDirBeneath needs Linux's openat2; elsewhere os.Root does the walk.
 func openDirBeneath(int, string) (int, error) { return -1, errors.ErrUnsupported }
+
+// haveSyncFS: syncfs(2) is Linux-only; without it there is no commit log.
+const haveSyncFS = false
+
+// syncFS is Linux-only.
+func syncFS(int) error { return errors.ErrUnsupported }
+
+// fdatasync falls back to fsync.
+func fdatasync(f *os.File) error { return f.Sync() }
+
+// memoryFS: no commit log elsewhere, so the answer does not matter.
+func memoryFS(int) (bool, error) { return false, nil }
+
+// statCtime is st's change time in ns.
+func statCtime(st *syscall.Stat_t) int64 { return st.Ctimespec.Nano() }

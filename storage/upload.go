@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -43,13 +44,22 @@ type Upload struct {
 	part string // part file's name in dir
 	key  string // part, root-relative: the registry and busy-set key
 
-	mu   sync.Mutex
-	d    *os.File // the directory, held until a plain STOR creates its part
-	f    *os.File // the part; nil until created
-	rc   syscall.RawConn
-	h    hash.Hash
-	off  int64 // bytes in the part, and where the next Write goes
-	done bool  // committed or aborted
+	mu    sync.Mutex
+	d     *os.File // the directory, held until a plain STOR creates its part
+	f     *os.File // the part; nil until created
+	rc    syscall.RawConn
+	h     hash.Hash
+	off   int64 // bytes in the part, and where the next Write goes
+	done  bool  // committed or aborted
+	fresh bool  // the part was created empty by this upload (plain STOR)
+	// anon: the part is an O_TMPFILE, a file without a name until Commit
+	// links it to the final one (or Abort to the part's name).
+	anon bool
+	// finalExists and hadPart: at OpenUpload of a plain STOR, a file
+	// had the final name, and an old part the part's name.
+	finalExists, hadPart bool
+	// held is the directory, kept open while the part is anonymous.
+	held *os.File
 
 	// Writeback: [wbPrev, wbNext) has been started and not yet waited
 	// for; from wbNext on nothing has been started. wbWait: wait for the
@@ -111,6 +121,11 @@ func (f *FS) OpenUpload(name string, offset int64, appendMode bool) (*Upload, er
 	}
 	if offset == 0 && !appendMode {
 		u.d = d // see ensure
+		u.finalExists = finalExists
+		var st unix.Stat_t
+		u.hadPart = control(d, func(fd int) error {
+			return unix.Fstatat(fd, u.part, &st, unix.AT_SYMLINK_NOFOLLOW)
+		}) == nil
 		return u, nil
 	}
 	defer d.Close()
@@ -133,12 +148,54 @@ func (u *Upload) ensure() error {
 	}
 	d := u.d
 	u.d = nil
-	defer d.Close()
 	if err := u.open(d, 0, false, false); err != nil {
 		u.undoOpen(d)
+		d.Close()
 		return u.fs.fail("upload", u.virt, err)
 	}
+	if u.anon {
+		u.held = d
+	} else {
+		d.Close()
+	}
 	return nil
+}
+
+// dirFile returns the upload's directory: the descriptor held for an
+// anonymous part, else a new one; done closes what it opened.
+func (u *Upload) dirFile() (d *os.File, done func(), err error) {
+	if u.held != nil {
+		return u.held, func() {}, nil
+	}
+	d, err = u.fs.openDir(u.dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, func() { d.Close() }, nil
+}
+
+// releaseDir closes the held directory, at the end of the upload.
+func (u *Upload) releaseDir() {
+	if u.held != nil {
+		u.held.Close()
+		u.held = nil
+	}
+}
+
+// nameAnon gives an anonymous part its name once the upload has reached
+// recvChunk bytes: a long upload then leaves a part that the client can
+// resume even after the daemon was killed, and the sweep knows it. On
+// failure the part stays anonymous; the upload goes on.
+func (u *Upload) nameAnon() {
+	d, done, err := u.dirFile()
+	if err != nil {
+		return
+	}
+	defer done()
+	if control(d, u.linkPart) == nil {
+		u.anon = false
+		u.releaseDir()
+	}
 }
 
 // undoOpen cleans up after open failed: the part is closed, and its
@@ -213,12 +270,24 @@ func (f *FS) checkFinal(d *os.File, rel string) (bool, error) {
 // open opens or creates the part and brings the hash and offset up to the
 // point where the client's bytes continue.
 func (u *Upload) open(d *os.File, offset int64, appendMode, finalExists bool) error {
-	// Registered before the part can exist, so that no crash leaves a
-	// part the sweep does not know of.
-	if err := u.fs.r.reg.put(u.key); err != nil {
-		return err
+	plain := offset == 0 && !appendMode
+	if plain {
+		switch err := u.createAnon(d); {
+		case err == nil:
+			u.fresh = true
+		case !errors.Is(err, errNoTmpfile):
+			return err
+		}
+	}
+	// Registered before a named part can exist, so that no crash leaves
+	// a part the sweep does not know of.
+	if !u.anon {
+		if err := u.fs.r.reg.put(u.key); err != nil {
+			return err
+		}
 	}
 	switch {
+	case u.anon:
 	case offset > 0:
 		size, err := u.reopen(d)
 		if err != nil {
@@ -256,6 +325,7 @@ func (u *Upload) open(d *os.File, offset int64, appendMode, finalExists bool) er
 		if err := u.create(d); err != nil {
 			return err
 		}
+		u.fresh = true
 	}
 	if err := u.fs.r.applyPolicy(u.f, u.fs.r.pol.FileMode); err != nil {
 		return err
@@ -271,6 +341,112 @@ func (u *Upload) open(d *os.File, offset int64, appendMode, finalExists bool) er
 	}
 	u.rc = rc
 	u.wbPrev, u.wbNext = u.off, u.off
+	return nil
+}
+
+// errNoTmpfile: the filesystem (or kernel) has no O_TMPFILE.
+var errNoTmpfile = errors.New("no O_TMPFILE")
+
+// createAnon starts the part of a plain STOR as an O_TMPFILE in d. Its
+// inode is allocated without the directory's lock, which a named create
+// holds throughout (on ext4 without a journal that includes a scan past
+// every inode freed in the last seconds, serialising the uploads into a
+// directory behind each other), and it needs no registry entry: a crash
+// leaves nothing behind. errNoTmpfile where O_TMPFILE is missing; the
+// Root then stops trying.
+func (u *Upload) createAnon(d *os.File) error {
+	r := u.fs.r
+	if r.noTmpfile.Load() {
+		return errNoTmpfile
+	}
+	err := control(d, func(dfd int) error {
+		fd, err := openat(dfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return err
+		}
+		u.f = os.NewFile(uintptr(fd), u.part)
+		return nil
+	})
+	switch {
+	case err == nil:
+		u.anon = true
+		return nil
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.EISDIR), errors.Is(err, unix.EINVAL):
+		r.noTmpfile.Store(true)
+		return errNoTmpfile
+	}
+	return err
+}
+
+// linkAnon gives the anonymous part the name in dfd: EEXIST when the name
+// is taken. linkat with AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (before
+// Linux 6.10), so without it the link goes through /proc/self/fd.
+func (u *Upload) linkAnon(dfd int, name string) error {
+	r := u.fs.r
+	fd := int(u.f.Fd())
+	if !r.noEmptyPath.Load() {
+		err := unix.Linkat(fd, "", dfd, name, unix.AT_EMPTY_PATH)
+		if err != unix.ENOENT && err != unix.EPERM {
+			return err
+		}
+		r.noEmptyPath.Store(true)
+	}
+	return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dfd, name, unix.AT_SYMLINK_FOLLOW)
+}
+
+// linkPart gives the anonymous part the part's name, replacing an old
+// part; the registry records it first.
+func (u *Upload) linkPart(dfd int) error {
+	if err := u.fs.r.reg.put(u.key); err != nil {
+		return err
+	}
+	err := u.linkAnon(dfd, u.part)
+	if err == unix.EEXIST {
+		if err := unix.Unlinkat(dfd, u.part, 0); err != nil && err != unix.ENOENT {
+			return err
+		}
+		err = u.linkAnon(dfd, u.part)
+	}
+	return err
+}
+
+// publish gives the part, complete, the final name in dfd. A named part
+// is renamed over it; an anonymous one is linked to it, or when a file
+// has the name, linked to the part's name and renamed over it (the
+// replacement stays atomic). An old part of the plain STOR goes.
+func (u *Upload) publish(dfd int) error {
+	r := u.fs.r
+	if !u.anon {
+		if err := unix.Renameat(dfd, u.part, dfd, u.base); err != nil {
+			return err
+		}
+		// The part is gone: a stale entry would be dropped by the next
+		// sweep, so a failure to record it is ignored.
+		_ = r.reg.remove(u.key)
+		return nil
+	}
+	var err error = unix.EEXIST
+	if !u.finalExists {
+		err = u.linkAnon(dfd, u.base)
+	}
+	switch {
+	case err == unix.EEXIST:
+		if err := u.linkPart(dfd); err != nil {
+			return err
+		}
+		if err := unix.Renameat(dfd, u.part, dfd, u.base); err != nil {
+			return err
+		}
+		_ = r.reg.remove(u.key)
+		return nil
+	case err != nil:
+		return err
+	}
+	if u.hadPart {
+		if err := unix.Unlinkat(dfd, u.part, 0); err == nil || err == unix.ENOENT {
+			_ = r.reg.remove(u.key)
+		}
+	}
 	return nil
 }
 
@@ -378,6 +554,9 @@ func (u *Upload) write(p []byte) (int, error) {
 	u.off += int64(n)
 	if err != nil {
 		return n, u.fs.fail("write", u.virt, err)
+	}
+	if u.anon && u.off >= recvChunk {
+		u.nameAnon()
 	}
 	if u.wb && u.off-u.wbNext >= writebackChunk {
 		u.writeback()
@@ -537,6 +716,13 @@ func (u *Upload) Commit() (Result, error) {
 	if err := u.ensure(); err != nil {
 		return Result{}, err
 	}
+	defer u.releaseDir()
+	if r.log != nil && u.fresh && u.off <= logMaxFile {
+		// The commit log's and the fsync's paths close u.f themselves.
+		if res, ok, err := u.commitLogged(); ok {
+			return res, err
+		}
+	}
 	if r.pol.Fsync {
 		if err := u.f.Sync(); err != nil {
 			// After a failed fsync what the part holds on disk is
@@ -546,31 +732,27 @@ func (u *Upload) Commit() (Result, error) {
 			return Result{}, u.fs.fail(op, u.virt, err)
 		}
 	}
-	// The part's mtime is the final file's: rename does not change it.
+	// The part's mtime is the final file's: rename and link do not
+	// change it.
 	fi, err := u.f.Stat()
 	if err == nil && fi.Size() != u.off {
 		err = ErrIO // written to by someone else: the hash would lie
 	}
-	if cerr := u.f.Close(); err == nil {
-		err = cerr
+	if err != nil {
+		u.f.Close()
+		return Result{}, u.fs.fail(op, u.virt, err)
 	}
+	defer u.f.Close() // an anonymous part is linked through it
+	d, done, err := u.dirFile()
 	if err != nil {
 		return Result{}, u.fs.fail(op, u.virt, err)
 	}
-	d, err := u.fs.openDir(u.dir)
-	if err != nil {
-		return Result{}, u.fs.fail(op, u.virt, err)
-	}
-	defer d.Close()
+	defer done()
 	var dir dirID
 	err = control(d, func(dfd int) error {
-		err := unix.Renameat(dfd, u.part, dfd, u.base)
-		if err != nil {
+		if err := u.publish(dfd); err != nil {
 			return err
 		}
-		// The part is gone: a stale entry would be dropped by the next
-		// sweep, so a failure to record it is ignored.
-		_ = r.reg.remove(u.key)
 		if r.pol.Fsync {
 			var st unix.Stat_t
 			if err := unix.Fstat(dfd, &st); err != nil {
@@ -593,6 +775,56 @@ func (u *Upload) Commit() (Result, error) {
 	return res, nil
 }
 
+// commitLogged commits through the commit log: the part's bytes go to the
+// log, made durable by one fdatasync shared with the uploads committing at
+// the same time, then the part is renamed, with no fsync of its own (the
+// log's next checkpoint writes it out). ok is false when the log cannot
+// take the upload (full, off after a write error, the part on another
+// filesystem than the root): the part is then untouched and Commit
+// fsyncs it in place.
+func (u *Upload) commitLogged() (res Result, ok bool, err error) {
+	const op = "commit"
+	r := u.fs.r
+	fi, err := u.f.Stat()
+	if err != nil {
+		return Result{}, false, nil
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	if st == nil || fi.Size() != u.off || uint64(st.Dev) != r.log.dev {
+		return Result{}, false, nil
+	}
+	data := make([]byte, u.off)
+	if _, err := u.f.ReadAt(data, 0); err != nil {
+		return Result{}, false, nil
+	}
+	rec := &logRecord{
+		boot: r.log.boot, dev: uint64(st.Dev), ino: uint64(st.Ino),
+		size: u.off, mtime: fi.ModTime().UnixNano(), at: r.now().UnixNano(),
+		mode: uint32(r.pol.FileMode.Perm()), gid: int32(r.pol.GID),
+		path: path.Join(u.fs.home, u.rel), data: data,
+	}
+	u.h.Sum(rec.sum[:0])
+	seq, lerr := r.log.append(rec)
+	if lerr != nil {
+		return Result{}, false, nil
+	}
+	// A rename that fails after the record is durable leaves a record
+	// of an upload the client was told failed; the next checkpoint,
+	// within seconds, passes it. Only a crash in between would restore
+	// the file.
+	defer r.log.done(seq)
+	defer u.f.Close() // an anonymous part is linked through it
+	d, done, err := u.dirFile()
+	if err != nil {
+		return Result{}, true, u.fs.fail(op, u.virt, err)
+	}
+	defer done()
+	if err := control(d, u.publish); err != nil {
+		return Result{}, true, u.fs.fail(op, u.virt, err)
+	}
+	return Result{Path: rec.path, Size: u.off, SHA256: rec.sum, ModTime: fi.ModTime()}, true, nil
+}
+
 // Abort ends an interrupted transfer: the part is closed and kept for a
 // resume until the sweep removes it, unless it is empty. Abort after Commit
 // or Abort does nothing.
@@ -610,6 +842,9 @@ func (u *Upload) Abort() error {
 		// replaces an old one, which then goes.
 		return u.dropOld()
 	}
+	if u.anon {
+		return u.abortAnon()
+	}
 	err := u.f.Close()
 	switch {
 	case u.off == 0:
@@ -620,6 +855,31 @@ func (u *Upload) Abort() error {
 		// The part now outlives the session; its entry must survive a
 		// crash so that the sweep finds it. A failure costs only disk
 		// space, never data, so the client is not told.
+		_ = r.reg.sync()
+	}
+	return u.fs.fail("abort", u.virt, err)
+}
+
+// abortAnon ends an interrupted plain STOR whose part has no name: with
+// bytes it gets the part's name (replacing an old part) so that it can be
+// resumed, without any the old part goes.
+func (u *Upload) abortAnon() error {
+	r := u.fs.r
+	defer u.f.Close()
+	defer u.releaseDir()
+	d, done, err := u.dirFile()
+	if err != nil {
+		return u.fs.fail("abort", u.virt, err)
+	}
+	if u.off == 0 {
+		u.d, u.held = d, nil // dropOld closes it
+		return u.dropOld()
+	}
+	defer done()
+	err = control(d, u.linkPart)
+	if err == nil && r.pol.Fsync {
+		// The part now outlives the session; its entry must survive a
+		// crash so that the sweep finds it.
 		_ = r.reg.sync()
 	}
 	return u.fs.fail("abort", u.virt, err)
@@ -645,6 +905,9 @@ func (u *Upload) dropOld() error {
 
 // discard removes the part and its registry entry.
 func (u *Upload) discard() {
+	if u.anon {
+		return // closing it was enough
+	}
 	if err := u.fs.jail.Remove(path.Join(u.dir, u.part)); err == nil || errors.Is(err, fs.ErrNotExist) {
 		_ = u.fs.r.reg.remove(u.key)
 	}

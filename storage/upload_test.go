@@ -13,9 +13,16 @@ import (
 )
 
 func TestAtomicUpload(t *testing.T) {
-	for _, fsync := range []bool{false, true} {
-		t.Run(map[bool]string{false: "nofsync", true: "fsync"}[fsync], func(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		fsync, named bool
+	}{{"nofsync", false, false}, {"fsync", true, false}, {"nofsync/named", false, true}, {"fsync/named", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			fsync := c.fsync
 			e := newEnv(t, func(p *Policy) { p.Fsync = fsync })
+			if c.named {
+				e.namedParts()
+			}
 			f := e.jail("uploads/dj1", "dj1", false)
 			e.write("uploads/dj1/old.wav", "old content")
 
@@ -52,8 +59,10 @@ func TestAtomicUpload(t *testing.T) {
 						t.Fatalf("ReadDir shows part %s", fi.Name())
 					}
 				}
-				if len(e.parts("uploads/dj1")) != 1 || e.entries() != 1 {
-					t.Fatalf("parts %v, entries %d", e.parts("uploads/dj1"), e.entries())
+				// A named part is registered; an anonymous one has
+				// neither name nor entry.
+				if want := map[bool]int{true: 1, false: 0}[c.named]; len(e.parts("uploads/dj1")) != want || e.entries() != want {
+					t.Fatalf("parts %v, entries %d; want %d", e.parts("uploads/dj1"), e.entries(), want)
 				}
 
 				res, err := u.Commit()
@@ -522,7 +531,20 @@ func (r *failReader) Read([]byte) (int, error) { return 0, r.err }
 // bytes arrive, not when it is opened, and still replaces an old part of
 // the same name, whether it then receives bytes or not.
 func TestPartCreatedOnFirstByte(t *testing.T) {
+	for _, named := range []bool{true, false} {
+		t.Run(map[bool]string{true: "named", false: "anonymous"}[named], func(t *testing.T) {
+			testPartCreatedOnFirstByte(t, named)
+		})
+	}
+}
+
+// testPartCreatedOnFirstByte: a named part appears (registered) with the
+// first bytes; an anonymous one never appears until an Abort names it.
+func testPartCreatedOnFirstByte(t *testing.T, named bool) {
 	e := newEnv(t, nil)
+	if named {
+		e.namedParts()
+	}
 	f := e.jail("u", "u", false)
 	partPath := e.path("u/" + partName("u", "/f"))
 
@@ -536,11 +558,14 @@ func TestPartCreatedOnFirstByte(t *testing.T) {
 	if _, err := io.WriteString(u, "abc"); err != nil {
 		t.Fatal(err)
 	}
-	if len(e.parts("u")) != 1 || e.entries() != 1 {
-		t.Fatalf("after the first bytes: parts %v, entries %d", e.parts("u"), e.entries())
+	if want := map[bool]int{true: 1, false: 0}[named]; len(e.parts("u")) != want || e.entries() != want {
+		t.Fatalf("after the first bytes: parts %v, entries %d; want %d", e.parts("u"), e.entries(), want)
 	}
 	if err := u.Abort(); err != nil {
 		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(partPath); err != nil || string(b) != "abc" || e.entries() != 1 {
+		t.Fatalf("after Abort: part %q, %v, entries %d; want \"abc\", 1", b, err, e.entries())
 	}
 
 	for _, tt := range []struct {
@@ -588,5 +613,68 @@ func TestPartCreatedOnFirstByte(t *testing.T) {
 				t.Fatalf("part %q left (entries %d), want none", b, e.entries())
 			}
 		})
+	}
+}
+
+// A file that appears under the final name during an upload is replaced
+// at Commit, as rename would: the anonymous part goes through its part
+// name.
+func TestCommitOverNewFile(t *testing.T) {
+	e := newEnv(t, nil)
+	f := e.jail("u", "u", false)
+	u, err := f.OpenUpload("/x", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(u, "upload"); err != nil {
+		t.Fatal(err)
+	}
+	if !u.anon {
+		t.Fatal("the part is not anonymous")
+	}
+	e.write("u/x", "someone else's")
+	if _, err := u.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.read("u/x"); got != "upload" {
+		t.Fatalf("x = %q", got)
+	}
+	if len(e.parts("u")) != 0 || e.entries() != 0 {
+		t.Fatalf("parts %v, entries %d left", e.parts("u"), e.entries())
+	}
+}
+
+// An anonymous part gets its name (and registry entry) once the upload
+// reaches recvChunk bytes, so that a killed daemon leaves it resumable.
+func TestLargeUploadNamesPart(t *testing.T) {
+	e := newEnv(t, nil)
+	f := e.jail("u", "u", false)
+	u, err := f.OpenUpload("/big", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Write(make([]byte, recvChunk-1)); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.parts("u")) != 0 || e.entries() != 0 {
+		t.Fatalf("below recvChunk: parts %v, entries %d", e.parts("u"), e.entries())
+	}
+	if _, err := u.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.parts("u")) != 1 || e.entries() != 1 {
+		t.Fatalf("at recvChunk: parts %v, entries %d; want the named part", e.parts("u"), e.entries())
+	}
+	if _, err := u.Write([]byte{2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(e.path("u/big")); err != nil || fi.Size() != recvChunk+1 {
+		t.Fatalf("big: %v, %v", fi, err)
+	}
+	if len(e.parts("u")) != 0 || e.entries() != 0 {
+		t.Fatalf("after Commit: parts %v, entries %d", e.parts("u"), e.entries())
 	}
 }
