@@ -240,6 +240,9 @@ func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
 		return usageErr(err)
 	}
 	defer func() {
+		if commits, flushes := root.CommitLogStats(); commits > 0 {
+			log.Info("commit log", "uploads", commits, "flushes", flushes)
+		}
 		if err := root.Close(); err != nil {
 			log.Error("closing the storage root", "err", err)
 		}

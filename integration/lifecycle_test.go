@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -280,5 +281,67 @@ func TestCLI(t *testing.T) {
 				t.Errorf("config check output does not name %s and line %d:\n%s", tc.key, line, out)
 			}
 		})
+	}
+}
+
+// TestCommitLogAfterKill: small uploads are made durable through the
+// commit log in state_dir. After a kill -9 (the same boot: the kernel still
+// has everything that was written) the restart finds the records left, if
+// any, checks none against the tree and restores nothing: a file deleted
+// in between stays deleted, every other upload is intact, and uploads go
+// on through the log.
+func TestCommitLogAfterKill(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, func(c *testConfig) { c.addUser("up1", "uploader", "") })
+	up := s.cfg.user("up1")
+	if _, ok := s.waitLog(0, func(l logLine) bool { return l.msg() == "commit log on" }, logTimeout); !ok {
+		t.Fatalf("no \"commit log on\" line\n%s", s.logs.tail(20))
+	}
+	fi, err := os.Stat(filepath.Join(s.cfg.StateDir, "commit.log"))
+	if err != nil || fi.Size() != 64<<20 {
+		t.Fatalf("commit.log: %v, %v; want 64 MiB", fi, err)
+	}
+	rc := s.rawLogin(up)
+	files := map[string][]byte{}
+	for i := range 10 {
+		name := fmt.Sprintf("small-%d.bin", i)
+		data := payload(1000+997*i, uint64(500+i))
+		if r := rc.store("STOR", name, data); r.code != 226 {
+			t.Fatalf("STOR %s: %v", name, r)
+		}
+		files[name] = data
+	}
+	if err := s.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	s.waitExit(exitTimeout)
+	if err := os.Remove(s.path(up, "small-0.bin")); err != nil {
+		t.Fatal(err)
+	}
+	delete(files, "small-0.bin")
+
+	s = s.restart()
+	l, ok := s.waitLog(0, func(l logLine) bool { return l.msg() == "commit log on" }, logTimeout)
+	if !ok {
+		t.Fatalf("no \"commit log on\" line after the restart\n%s", s.logs.tail(20))
+	}
+	if l.get("checked") != "0" || l.get("restored") != "0" {
+		t.Fatalf("after a kill -9: %v; want nothing checked or restored", l.keys)
+	}
+	if _, err := os.Stat(s.path(up, "small-0.bin")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the deleted file came back: %v", err)
+	}
+	for name, data := range files {
+		if got := mustRead(t, s.path(up, name)); !bytes.Equal(got, data) {
+			t.Errorf("%s: %d bytes differ from the upload", name, len(got))
+		}
+		checkOwnership(t, s.path(up, name), 0o664)
+	}
+	rc = s.rawLogin(up)
+	if r := rc.store("STOR", "after.bin", []byte("after the restart")); r.code != 226 {
+		t.Fatalf("STOR after the restart: %v", r)
+	}
+	if got := mustRead(t, s.path(up, "after.bin")); string(got) != "after the restart" {
+		t.Fatalf("after.bin = %q", got)
 	}
 }

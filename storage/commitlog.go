@@ -92,6 +92,7 @@ type logRecord struct {
 	sum      [32]byte
 	path     string // root-relative slash path of the final name
 	data     []byte
+	pos      int64 // where recovery found it in the log
 }
 
 func (r *logRecord) encodedLen() int { return logRecHeader + len(r.path) + len(r.data) }
@@ -148,6 +149,35 @@ func decodeRecord(b []byte) (r logRecord, n int, ok bool) {
 		return r, 0, false
 	}
 	return r, n, true
+}
+
+// readRecord reads the record at pos of a ring of ringSize bytes.
+func (l *commitLog) readRecord(pos, ringSize int64) (logRecord, int, bool) {
+	if pos+logRecHeader > ringSize {
+		return logRecord{}, 0, false
+	}
+	head := make([]byte, logRecHeader)
+	if _, err := l.f.ReadAt(head, pos); err != nil || binary.LittleEndian.Uint32(head) != logRecMagic {
+		return logRecord{}, 0, false
+	}
+	n := int64(binary.LittleEndian.Uint32(head[8:]))
+	if n < logRecHeader || n > ringSize-pos || n > logRecHeader+2*maxPath+logMaxFile {
+		return logRecord{}, 0, false
+	}
+	b := make([]byte, n)
+	if _, err := l.f.ReadAt(b, pos); err != nil {
+		return logRecord{}, 0, false
+	}
+	return decodeRecord(b)
+}
+
+// recordData reads again the bytes of a record found by recovery.
+func (l *commitLog) recordData(rec *logRecord, ringSize int64) ([]byte, error) {
+	again, _, ok := l.readRecord(rec.pos, ringSize)
+	if !ok || again.seq != rec.seq {
+		return nil, fmt.Errorf("%s: the record at %d changed while read", l.f.Name(), rec.pos)
+	}
+	return again.data, nil
 }
 
 // logHeader is a checkpoint: records before tail are no longer needed,
@@ -212,6 +242,8 @@ type commitLog struct {
 	flushing bool
 	failed   error
 	inflight map[uint64]int64 // seq → pos of records whose upload is not done
+	commits  int              // records made durable
+	flushes  int              // flushes that did it
 	armed    bool             // a checkpoint is due
 	kick     chan struct{}
 	stop     chan struct{}
@@ -349,25 +381,25 @@ func (l *commitLog) recover(r *Root) (logHeader, error) {
 	if fi.Size() < h.ringSize {
 		return h, fmt.Errorf("%s: %d bytes, its header says %d: truncated", l.f.Name(), fi.Size(), h.ringSize)
 	}
-	ring := make([]byte, h.ringSize)
-	if _, err := io.ReadFull(io.NewSectionReader(l.f, 0, h.ringSize), ring); err != nil {
-		return h, err
-	}
+	// Records are read one at a time and their bytes dropped once
+	// checked: what recovery keeps is their headers, and the bytes of the
+	// few it restores are read again.
 	var recs []logRecord
 	pos, seq := h.tail, h.tailSeq
 	for {
-		rec, n, ok := decodeRecord(ring[pos:])
+		rec, n, ok := l.readRecord(pos, h.ringSize)
 		if !ok || rec.seq != seq {
 			// The writer goes back to the ring's start when a
 			// record does not fit before the end.
 			if pos == logRingStart {
 				break
 			}
-			if rec, n, ok = decodeRecord(ring[logRingStart:]); !ok || rec.seq != seq {
+			if rec, n, ok = l.readRecord(logRingStart, h.ringSize); !ok || rec.seq != seq {
 				break
 			}
 			pos = logRingStart
 		}
+		rec.pos, rec.data = pos, nil
 		recs = append(recs, rec)
 		pos += int64(n)
 		seq++
@@ -386,7 +418,7 @@ func (l *commitLog) recover(r *Root) (logHeader, error) {
 			continue
 		}
 		rep.Checked++
-		restored, kept, err := r.checkRecord(rec)
+		restored, kept, err := r.checkRecord(rec, func() ([]byte, error) { return l.recordData(rec, h.ringSize) })
 		if err != nil {
 			return h, fmt.Errorf("commit log: cannot restore %s (committed %s): %w", rec.path, time.Unix(0, rec.at).UTC().Format(time.RFC3339), err)
 		}
@@ -415,14 +447,14 @@ func (l *commitLog) recover(r *Root) (logHeader, error) {
 // the upload made with the mtime it had but other bytes, or an older file
 // in its place (changed before the commit: the rename was lost). A file
 // changed after the commit is someone's later work and is kept.
-func (r *Root) checkRecord(rec *logRecord) (restored, kept bool, err error) {
+func (r *Root) checkRecord(rec *logRecord, data func() ([]byte, error)) (restored, kept bool, err error) {
 	if !fs.ValidPath(rec.path) || rec.path == "." {
 		return false, false, fmt.Errorf("invalid path in the log")
 	}
 	fi, err := r.root.Lstat(rec.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return true, false, r.restore(rec)
+		return true, false, r.restore(rec, data)
 	case err != nil:
 		return false, false, err
 	case !fi.Mode().IsRegular():
@@ -441,11 +473,11 @@ func (r *Root) checkRecord(rec *logRecord) (restored, kept bool, err error) {
 				return false, false, err
 			}
 		}
-		return true, false, r.restore(rec)
+		return true, false, r.restore(rec, data)
 	case uint64(st.Ino) == rec.ino, ctime > rec.at:
 		return false, true, nil
 	default:
-		return true, false, r.restore(rec)
+		return true, false, r.restore(rec, data)
 	}
 }
 
@@ -466,7 +498,12 @@ func (r *Root) sameContent(rec *logRecord) (bool, error) {
 // temporary file with the recorded group, mode and mtime, fsynced, renamed
 // over the name, the directory fsynced. Missing directories are made with
 // the policy.
-func (r *Root) restore(rec *logRecord) error {
+func (r *Root) restore(rec *logRecord, data func() ([]byte, error)) error {
+	b, err := data()
+	if err != nil {
+		return err
+	}
+	rec.data = b
 	dir, base := path.Dir(rec.path), path.Base(rec.path)
 	if dir != "." {
 		if err := r.mkdirAll(r.root, dir); err != nil {
@@ -569,9 +606,11 @@ func (l *commitLog) append(rec *logRecord) (uint64, error) {
 		err := l.write(segs)
 		l.mu.Lock()
 		l.flushing = false
+		l.flushes++
 		if err != nil {
 			l.failed = err
 		} else {
+			l.commits += int(upto - l.durable)
 			l.durable = upto
 		}
 		l.cond.Broadcast()

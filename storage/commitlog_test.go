@@ -174,6 +174,7 @@ func TestCommitLogRecovery(t *testing.T) {
 		"old/d.txt":       "d: the rename was lost",
 		"same/e.txt":      "e: intact",
 		"gone/deep/f.txt": "f: the directory went too",
+		"newer/g.txt":     "g: replaced by another file after the commit",
 	}
 	for _, name := range slices.Sorted(mapKeys(want)) {
 		if name == "old/d.txt" {
@@ -205,6 +206,10 @@ func TestCommitLogRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	le.write("keep/c.txt", "c: someone's later version")
+	le.write("newer/g.new", "g: a newer file")
+	if err := os.Rename(le.path("newer/g.new"), le.path("newer/g.txt")); err != nil {
+		t.Fatal(err)
+	}
 	// Another inode in d's place, as if the rename never happened.
 	le.write("old/d.old", "d before")
 	if err := os.Rename(le.path("old/d.old"), le.path("old/d.txt")); err != nil {
@@ -219,12 +224,19 @@ func TestCommitLogRecovery(t *testing.T) {
 	rec := le.root.Recovery()
 	slices.Sort(rec.Restored)
 	wantRestored := []string{"gone/deep/f.txt", "lost/a.txt", "old/d.txt", "zeroed/b.txt"}
-	if rec.Records != 6 || rec.Checked != 6 || !slices.Equal(rec.Restored, wantRestored) || !slices.Equal(rec.Kept, []string{"keep/c.txt"}) {
-		t.Fatalf("Recovery = %+v; want 6 records checked, restored %v, kept [keep/c.txt]", rec, wantRestored)
+	slices.Sort(rec.Kept)
+	if rec.Records != 7 || rec.Checked != 7 || !slices.Equal(rec.Restored, wantRestored) || !slices.Equal(rec.Kept, []string{"keep/c.txt", "newer/g.txt"}) {
+		t.Fatalf("Recovery = %+v; want 7 records checked, restored %v, kept [keep/c.txt newer/g.txt]", rec, wantRestored)
 	}
 	for name, content := range want {
-		if name == "keep/c.txt" {
+		switch name {
+		case "keep/c.txt":
 			content = "c: someone's later version"
+		case "newer/g.txt":
+			if got := le.read(name); got != "g: a newer file" {
+				t.Errorf("%s holds %q: the newer file was not kept", name, got)
+			}
+			continue
 		}
 		le.checkFile(name, content)
 	}
@@ -431,6 +443,14 @@ func TestCommitLogConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	l := le.root.log
+	l.mu.Lock()
+	flushes := l.flushes
+	l.mu.Unlock()
+	t.Logf("200 uploads, %d flushes", flushes)
+	if flushes >= 200 {
+		t.Errorf("%d flushes for 200 concurrent uploads: none shared", flushes)
+	}
 	for g := range 8 {
 		for i := range 25 {
 			name := fmt.Sprintf("c/%d-%02d", g, i)

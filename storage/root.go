@@ -217,6 +217,17 @@ func (r *Root) openLog(boot [16]byte) error {
 	return nil
 }
 
+// CommitLogStats reports how many uploads the commit log made durable and
+// with how many flushes; zeros without a log.
+func (r *Root) CommitLogStats() (commits, flushes int) {
+	if r.log == nil {
+		return 0, 0
+	}
+	r.log.mu.Lock()
+	defer r.log.mu.Unlock()
+	return r.log.commits, r.log.flushes
+}
+
 // Recovery reports whether uploads go through the commit log and what
 // Open found in it.
 func (r *Root) Recovery() LogRecovery { return r.recovery }
