@@ -769,6 +769,7 @@ func bootID() [16]byte {
 	return id
 }
 
+// syncDir fsyncs the directory dir, making the entries made in it durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

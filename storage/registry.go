@@ -205,15 +205,7 @@ func (g *registry) replace(data []byte) error {
 		return err
 	}
 	_ = g.closeLocked()
-	d, err := os.Open(g.dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return syncDir(g.dir)
 }
 
 // parseJournal returns the live keys of a journal in first-recorded order,
