@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -252,27 +253,33 @@ func New(cfg *conf.Config, store objectStore, j *Journal, opts Options, log *slo
 		rnd:      rand.Int64N,
 	}
 	m.sleep = m.realSleep
-	for _, c := range cfg.Mirrors {
-		root := filepath.Clean(c.Local)
-		mp := &mapping{
-			cfg:       c,
-			name:      c.Name,
-			root:      root,
-			prefix:    c.Prefix,
-			ex:        newExcluder(root, cfg.Storage.StateDir, c.Exclude),
-			log:       log.With("mapping", c.Name),
-			rescans:   make(map[string]struct{}),
-			rescanCh:  make(chan struct{}, 1),
-			replayReq: make(chan struct{}, 1),
-			renamed:   make(map[string]struct{}),
-		}
-		if r, err := filepath.EvalSymlinks(root); err == nil && r != root {
+	for _, mp := range plainMappings(cfg, log) {
+		mp.rescans = make(map[string]struct{})
+		mp.rescanCh = make(chan struct{}, 1)
+		mp.replayReq = make(chan struct{}, 1)
+		mp.renamed = make(map[string]struct{})
+		if r, err := filepath.EvalSymlinks(mp.root); err == nil && r != mp.root {
 			mp.real = r
 		}
-		mp.status = MappingStatus{Name: c.Name, Bucket: c.Bucket, Prefix: c.Prefix, Local: root}
+		mp.status = MappingStatus{Name: mp.name, Bucket: mp.cfg.Bucket, Prefix: mp.prefix, Local: mp.root}
 		m.mappings = append(m.mappings, mp)
 	}
 	return m, nil
+}
+
+// plainMappings builds the mappings of cfg without a mirror's runtime
+// state: what the pull and the verify need, and what New starts from.
+func plainMappings(cfg *conf.Config, log *slog.Logger) []*mapping {
+	var mps []*mapping
+	for _, c := range cfg.Mirrors {
+		root := filepath.Clean(c.Local)
+		mps = append(mps, &mapping{
+			cfg: c, name: c.Name, root: root, prefix: c.Prefix,
+			ex:  newExcluder(root, cfg.Storage.StateDir, c.Exclude),
+			log: log.With("mapping", c.Name),
+		})
+	}
+	return mps
 }
 
 func (m *Mirror) realSleep(ctx context.Context, d time.Duration) error {
@@ -467,27 +474,49 @@ func (mp *mapping) rescanPending() bool {
 	return len(mp.rescans) > 0
 }
 
-// mappingsByName selects mappings; all when names is empty.
-func (m *Mirror) mappingsByName(names []string) ([]*mapping, error) {
+// eachMapping runs job on the mappings of all named in names (all when
+// none), one after the other, and logs each result as msg with the
+// key-value pairs and error that summary gives: the loop of the pull and
+// the verify. It stops after the mapping during which ctx ended.
+func eachMapping[R any](ctx context.Context, all []*mapping, names []string, msg string, job func(*mapping) R, summary func(R) ([]any, error)) ([]R, error) {
+	mps, err := pick(all, names)
+	if err != nil {
+		return nil, err
+	}
+	var out []R
+	for _, mp := range mps {
+		r := job(mp)
+		args, err := summary(r)
+		if err != nil {
+			mp.log.Error(msg, append(args, "err", err)...)
+		} else {
+			mp.log.Info(msg, args...)
+		}
+		out = append(out, r)
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+	}
+	return out, nil
+}
+
+// pick selects the mappings of mps named in names, in that order; all of
+// them when names is empty.
+func pick(mps []*mapping, names []string) ([]*mapping, error) {
 	if len(names) == 0 {
-		return m.mappings, nil
+		return mps, nil
 	}
 	var out []*mapping
 	for _, n := range names {
-		var found *mapping
-		for _, mp := range m.mappings {
-			if mp.name == n {
-				found = mp
-			}
-		}
-		if found == nil {
-			known := make([]string, 0, len(m.mappings))
-			for _, mp := range m.mappings {
+		i := slices.IndexFunc(mps, func(mp *mapping) bool { return mp.name == n })
+		if i < 0 {
+			known := make([]string, 0, len(mps))
+			for _, mp := range mps {
 				known = append(known, mp.name)
 			}
-			return nil, fmt.Errorf("no mirror mapping named %q (have: %s)", n, strings.Join(known, ", "))
+			return nil, fmt.Errorf("no [[mirror]] named %q (have: %s)", n, strings.Join(known, ", "))
 		}
-		out = append(out, found)
+		out = append(out, mps[i])
 	}
 	return out, nil
 }

@@ -127,27 +127,13 @@ func NewPuller(cfg *conf.Config, store objectStore, j *Journal, opts PullOptions
 // returns one result per mapping. A mapping that could not be pulled has
 // its Err set; Run's error is for bad names and a cancelled ctx.
 func (p *Puller) Run(ctx context.Context, names []string) ([]PullResult, error) {
-	mps, err := pick(p.mappings, names)
-	if err != nil {
-		return nil, err
-	}
-	var out []PullResult
-	for _, mp := range mps {
-		r := p.mapping(ctx, mp)
-		args := []any{"dry_run", r.DryRun, "objects", r.Objects, "downloaded", r.Downloaded, "bytes", r.Bytes,
-			"present", r.Present, "conflicts", r.Conflicts, "deleted_locally", r.DeletedLocally,
-			"unsafe", r.Unsafe, "failed", r.Failed, "temps_removed", r.TempsRemoved, "dur", r.Dur}
-		if r.Err != nil {
-			mp.log.Error("pull", append(args, "err", r.Err)...)
-		} else {
-			mp.log.Info("pull", args...)
-		}
-		out = append(out, r)
-		if ctx.Err() != nil {
-			return out, ctx.Err()
-		}
-	}
-	return out, nil
+	return eachMapping(ctx, p.mappings, names, "pull",
+		func(mp *mapping) PullResult { return p.mapping(ctx, mp) },
+		func(r PullResult) ([]any, error) {
+			return []any{"dry_run", r.DryRun, "objects", r.Objects, "downloaded", r.Downloaded, "bytes", r.Bytes,
+				"present", r.Present, "conflicts", r.Conflicts, "deleted_locally", r.DeletedLocally,
+				"unsafe", r.Unsafe, "failed", r.Failed, "temps_removed", r.TempsRemoved, "dur", r.Dur}, r.Err
+		})
 }
 
 // pullJob is one object to download.

@@ -442,7 +442,7 @@ func (m *Mirror) replay(ctx context.Context, mp *mapping) {
 // operations and tripped guards are in the Summary; the error is for what
 // kept the passes from running (an unknown mapping, a canceled ctx).
 func (m *Mirror) Pass(ctx context.Context, names []string) (Summary, error) {
-	mps, err := m.mappingsByName(names)
+	mps, err := pick(m.mappings, names)
 	if err != nil {
 		return Summary{}, err
 	}

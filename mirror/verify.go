@@ -10,7 +10,6 @@ import (
 	"iter"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -141,67 +140,18 @@ func NewVerifier(cfg *conf.Config, store objectStore, j *Journal, opts VerifyOpt
 	return &Verifier{store: store, stat: ss, j: j, opts: opts, mappings: plainMappings(cfg, log), log: log, now: time.Now}, nil
 }
 
-// plainMappings builds the mappings of cfg without a mirror's runtime
-// state, for the pull and the verify.
-func plainMappings(cfg *conf.Config, log *slog.Logger) []*mapping {
-	var mps []*mapping
-	for _, c := range cfg.Mirrors {
-		root := filepath.Clean(c.Local)
-		mps = append(mps, &mapping{
-			cfg: c, name: c.Name, root: root, prefix: c.Prefix,
-			ex:  newExcluder(root, cfg.Storage.StateDir, c.Exclude),
-			log: log.With("mapping", c.Name),
-		})
-	}
-	return mps
-}
-
-func pick(mps []*mapping, names []string) ([]*mapping, error) {
-	if len(names) == 0 {
-		return mps, nil
-	}
-	var out []*mapping
-	for _, n := range names {
-		found := false
-		for _, mp := range mps {
-			if mp.name == n {
-				out, found = append(out, mp), true
-				break
-			}
-		}
-		if !found {
-			return nil, fmt.Errorf("no [[mirror]] named %q", n)
-		}
-	}
-	return out, nil
-}
-
 // Run verifies the named mappings (all when none), calling emit for each
 // differing key (each key with All) in key order, and returns one result
 // per mapping. A mapping that could not be verified has its Err set; Run's
 // error is for bad names and a cancelled ctx.
 func (v *Verifier) Run(ctx context.Context, names []string, emit func(VerifyEntry)) ([]VerifyResult, error) {
-	mps, err := pick(v.mappings, names)
-	if err != nil {
-		return nil, err
-	}
-	var out []VerifyResult
-	for _, mp := range mps {
-		r := v.mapping(ctx, mp, emit)
-		args := []any{"keys", r.Keys, "same", r.Same, "missing_in_bucket", r.MissingInBucket,
-			"missing_locally", r.MissingLocally, "differ", r.Differ, "errors", r.Errors,
-			"files_read", r.FilesRead, "bytes_read", r.BytesRead, "dur", r.Dur}
-		if r.Err != nil {
-			mp.log.Error("verify", append(args, "err", r.Err)...)
-		} else {
-			mp.log.Info("verify", args...)
-		}
-		out = append(out, r)
-		if ctx.Err() != nil {
-			return out, ctx.Err()
-		}
-	}
-	return out, nil
+	return eachMapping(ctx, v.mappings, names, "verify",
+		func(mp *mapping) VerifyResult { return v.mapping(ctx, mp, emit) },
+		func(r VerifyResult) ([]any, error) {
+			return []any{"keys", r.Keys, "same", r.Same, "missing_in_bucket", r.MissingInBucket,
+				"missing_locally", r.MissingLocally, "differ", r.Differ, "errors", r.Errors,
+				"files_read", r.FilesRead, "bytes_read", r.BytesRead, "dur", r.Dur}, r.Err
+		})
 }
 
 // vitem is one key on its way from the merge to the report.
