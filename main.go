@@ -235,7 +235,9 @@ func serve(parent context.Context, cfg *conf.Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.Storage.StateDir, 0o750); err != nil {
 		return usageErr(fmt.Errorf("create state_dir: %w", err))
 	}
-	root, err := storage.Open(cfg.Storage.Root, storagePolicy(cfg))
+	pol := storagePolicy(cfg)
+	pol.Log = log.With("component", "storage")
+	root, err := storage.Open(cfg.Storage.Root, pol)
 	if err != nil {
 		return usageErr(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -228,7 +229,9 @@ type commitLog struct {
 	dev  uint64
 	size int64
 	boot [16]byte
-	mu   sync.Mutex
+	log  *slog.Logger
+
+	mu sync.Mutex
 	// syncfs writes out the root's filesystem; a field so tests can count
 	// and fail it.
 	syncfs   func() error
@@ -274,7 +277,7 @@ func (r *Root) openCommitLog(p string, size int64, boot [16]byte) (*commitLog, e
 		return nil, err
 	}
 	l := &commitLog{
-		root: rootDir, dev: uint64(st.Dev), size: size, boot: boot,
+		root: rootDir, dev: uint64(st.Dev), size: size, boot: boot, log: r.pol.Log,
 		inflight: map[uint64]int64{}, kick: make(chan struct{}, 1),
 		stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
@@ -609,6 +612,7 @@ func (l *commitLog) append(rec *logRecord) (uint64, error) {
 		l.flushes++
 		if err != nil {
 			l.failed = err
+			l.log.Error("commit log: write failed; small uploads are fsynced in place until the next start", "path", l.f.Name(), "err", err)
 		} else {
 			l.commits += int(upto - l.durable)
 			l.durable = upto
@@ -688,8 +692,12 @@ func (l *commitLog) checkpointer() {
 			// Records stay until a checkpoint succeeds; when the ring
 			// fills, uploads fsync in place.
 			l.mu.Lock()
+			first := l.ckErr == nil
 			l.ckErr = err
 			l.mu.Unlock()
+			if first {
+				l.log.Warn("commit log: checkpoint failed; records are kept and it is tried again", "err", err)
+			}
 		}
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -482,4 +484,47 @@ func TestCommitLogResize(t *testing.T) {
 	}
 	le.upload("b.txt", "b")
 	le.checkFile("b.txt", "b")
+}
+
+// A write error turns the log off: the upload that met it and every later
+// one are fsynced in place, and the error is logged once.
+func TestCommitLogWriteError(t *testing.T) {
+	le := newLogEnv(t, MinCommitLog)
+	var buf syncBuffer
+	l := le.root.log
+	l.log = slog.New(slog.NewTextHandler(&buf, nil))
+	if err := l.f.Close(); err != nil { // every write now fails
+		t.Fatal(err)
+	}
+	le.upload("a.txt", "alpha")
+	le.upload("b.txt", "beta")
+	le.checkFile("a.txt", "alpha")
+	le.checkFile("b.txt", "beta")
+	l.mu.Lock()
+	failed := l.failed
+	l.mu.Unlock()
+	if !errors.Is(failed, os.ErrClosed) {
+		t.Fatalf("log error %v, want the closed file's", failed)
+	}
+	if n := strings.Count(buf.String(), "commit log: write failed"); n != 1 {
+		t.Fatalf("%d error lines, want 1:\n%s", n, buf.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

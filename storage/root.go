@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,9 @@ type Policy struct {
 	// durable with Fsync; 0 fsyncs every upload in place. At least
 	// MinCommitLog otherwise. Without Fsync it is not used.
 	CommitLog int64
+	// Log receives what the commit log reports while it runs (a write
+	// error that turns it off, a failed checkpoint); nil discards it.
+	Log *slog.Logger
 }
 
 // Default policy values for zero fields.
@@ -127,6 +131,9 @@ func Open(root string, pol Policy) (*Root, error) {
 // given (tests give others).
 func open(root string, pol Policy, boot [16]byte, now func() time.Time) (*Root, error) {
 	pol = pol.withDefaults()
+	if pol.Log == nil {
+		pol.Log = slog.New(slog.DiscardHandler)
+	}
 	if err := pol.validate(); err != nil {
 		return nil, fmt.Errorf("storage policy: %w", err)
 	}
