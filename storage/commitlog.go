@@ -726,6 +726,14 @@ func (l *commitLog) checkpoint() error {
 // writeHeader records a checkpoint at tail, making it durable.
 func (l *commitLog) writeHeader(tail int64, tailSeq uint64) error {
 	l.mu.Lock()
+	if tail+logRecHeader > l.size {
+		// No record starts this close to the end: the next one, when
+		// it comes, is at the ring's start. An empty ring starts there.
+		if l.head == tail {
+			l.head = logRingStart
+		}
+		tail = logRingStart
+	}
 	h := logHeader{gen: l.gen + 1, ringSize: l.size, tail: tail, tailSeq: tailSeq}
 	l.mu.Unlock()
 	if _, err := l.f.WriteAt(h.encode(), slotPos(h.gen)); err != nil {

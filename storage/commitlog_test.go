@@ -528,3 +528,35 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A checkpoint when the last record ended at the very end of the ring
+// records the ring's start as the tail (a header with the end as its tail
+// would not be read back), and the ring goes on from there.
+func TestCommitLogCheckpointAtEnd(t *testing.T) {
+	le := newLogEnv(t, MinCommitLog)
+	l := le.root.log
+	l.mu.Lock()
+	l.head, l.tail = l.size-10, l.size-10 // as if a record had just filled it
+	seq := l.seq
+	l.mu.Unlock()
+	if err := l.writeHeader(l.size-10, seq); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	head, tail := l.head, l.tail
+	l.mu.Unlock()
+	if head != logRingStart || tail != logRingStart {
+		t.Fatalf("head %d, tail %d; want both at the ring's start %d", head, tail, logRingStart)
+	}
+	le.upload("a.txt", "after the end")
+	le.crash()
+	if err := os.Remove(le.path("a.txt")); err != nil {
+		t.Fatal(err)
+	}
+	le.reboot()
+	le.reopen()
+	if rec := le.root.Recovery(); !slices.Equal(rec.Restored, []string{"a.txt"}) {
+		t.Fatalf("Recovery = %+v; want a.txt restored", rec)
+	}
+	le.checkFile("a.txt", "after the end")
+}
