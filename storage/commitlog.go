@@ -352,6 +352,7 @@ func (l *commitLog) create(p string, h logHeader) error {
 		return fail(err)
 	}
 	l.f = f
+	l.size = h.ringSize
 	l.head, l.tail, l.seq, l.durable, l.gen = h.tail, h.tail, h.tailSeq, h.tailSeq, h.gen
 	return nil
 }
@@ -384,6 +385,7 @@ func (l *commitLog) recover(r *Root) (logHeader, error) {
 	if fi.Size() < h.ringSize {
 		return h, fmt.Errorf("%s: %d bytes, its header says %d: truncated", l.f.Name(), fi.Size(), h.ringSize)
 	}
+	l.size = h.ringSize // until a new size replaces the file
 	// Records are read one at a time and their bytes dropped once
 	// checked: what recovery keeps is their headers, and the bytes of the
 	// few it restores are read again.

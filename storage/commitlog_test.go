@@ -560,3 +560,39 @@ func TestCommitLogCheckpointAtEnd(t *testing.T) {
 	}
 	le.checkFile("a.txt", "after the end")
 }
+
+// Recovery checkpoints a log of another size with its own size: a crash
+// before the resized file replaces it leaves a log that still opens.
+func TestCommitLogResizeKeepsOldHeader(t *testing.T) {
+	le := newLogEnv(t, MinCommitLog)
+	le.upload("a.txt", "a")
+	le.crash()
+	p := filepath.Join(le.pol.StateDir, logName)
+	// Recover the old log as a root asking for another size would,
+	// stopping before the new file is made.
+	l := &commitLog{size: 2 * MinCommitLog, boot: le.boot, log: slog.New(slog.DiscardHandler), inflight: map[uint64]int64{}}
+	l.cond = sync.NewCond(&l.mu)
+	l.syncfs = func() error { return nil }
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.f = f
+	r, err := open(le.data, Policy{GID: -1, StateDir: t.TempDir()}, le.boot, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h, err := l.recover(r)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.ringSize != MinCommitLog {
+		t.Fatalf("recovered ring size %d, want %d", h.ringSize, MinCommitLog)
+	}
+	le.reopen() // the old size again: the header written by recover is valid
+	if rec := le.root.Recovery(); !rec.Enabled || rec.Records != 0 {
+		t.Fatalf("Recovery = %+v", rec)
+	}
+}
