@@ -10,15 +10,22 @@
 // paths an FTP client sends; every error it returns is a [*PathError]
 // carrying that virtual path, never a real one.
 //
-// Uploads ([FS.OpenUpload]) stream into a hidden part file in the target
-// directory, created when the first bytes arrive, hashing with SHA-256 (on
-// a second goroutine, see [Upload.ReadFrom]) and starting writeback as
-// bytes arrive.
-// [Upload.Commit] fsyncs, renames the part to its final name and fsyncs the
-// directory (one fsync serving every upload that finished in it meanwhile),
-// so a final name never holds a partial file. [Upload.Abort] keeps the part
-// so that the same user can resume it (REST + STOR or APPE) until
-// [Root.SweepParts] removes it after [Policy.ResumeTTL]. Parts are recorded
+// Uploads ([FS.OpenUpload]) stream into a part file in the target
+// directory, created when the first bytes arrive: a plain STOR's part has
+// no name (O_TMPFILE) until it holds 1 MiB or the transfer is cut, then a
+// hidden one. Bytes are hashed with SHA-256 (on a second goroutine, see
+// [Upload.ReadFrom]) and writeback starts as they arrive.
+// [Upload.Commit] makes the upload durable and gives the part its final
+// name, so a final name never holds a partial file: an upload of up to
+// 256 KiB through the commit log (its bytes appended to a log in
+// [Policy.StateDir] and flushed once for all the uploads committing
+// together; a checkpoint writes the files out later, and recovery after a
+// power loss restores what the crash lost, see [Root.Recovery]), a larger
+// one by an fsync of the part and, after the link or rename, of the
+// directory (one fsync serving every upload that finished in it
+// meanwhile). [Upload.Abort] keeps the part so that the same user can
+// resume it (REST + STOR or APPE) until [Root.SweepParts] removes it after
+// [Policy.ResumeTTL]. Parts are recorded
 // in an append-only journal under [Policy.StateDir], so sweeping never walks
 // the data tree. Downloads ([File.WriteTo]) use sendfile.
 //
