@@ -51,7 +51,7 @@ func newLocker(cfg *conf.Config, log *slog.Logger) (*job.Locker, error) {
 }
 
 func newPullCmd() *cobra.Command {
-	var dryRun bool
+	var dryRun, restore bool
 	cmd := &cobra.Command{
 		Use:   "pull [MAPPING...]",
 		Short: "One bucket-to-local pass of the named [[mirror]] mappings (all if none), then exit",
@@ -63,6 +63,12 @@ group and mode of the policy ([[perms]] or [storage]) and the object's mtime,
 renamed into place and recorded in the journal, so the mirror does not send
 them back. Exit 0 when all went well, 1 on conflicts or failed downloads, 2
 when it cannot run.
+
+With --restore, for a local tree that was lost (a replaced disk), every
+object without a local file is downloaded, whatever the journal recorded of
+local files and deletions, and a root without its sentinel or on another
+device is accepted; after a restore without failures the sentinel is made
+again, and the mirror's next pass records the new device.
 
 "ftpgate serve" pulls on each mapping's "pull" schedule and holds the journal:
 stop it to pull by hand.`,
@@ -86,7 +92,7 @@ stop it to pull by hand.`,
 				return usageErr(err)
 			}
 			p, err := mirror.NewPuller(cfg, store, j, mirror.PullOptions{
-				DryRun: dryRun, Progress: cmd.ErrOrStderr(), Lock: locks.Lock,
+				DryRun: dryRun, Progress: cmd.ErrOrStderr(), Lock: locks.Lock, Restore: restore,
 			}, log)
 			if err != nil {
 				return usageErr(err)
@@ -112,6 +118,7 @@ stop it to pull by hand.`,
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be downloaded, change nothing")
+	cmd.Flags().BoolVar(&restore, "restore", false, "restore a lost local tree: download every object without a local file, whatever the journal recorded")
 	return cmd
 }
 

@@ -503,3 +503,66 @@ func TestServeAfterMirrorFix(t *testing.T) {
 		}
 	}
 }
+
+// TestPullRestore: after the local tree is lost (every file and the
+// sentinel gone, as on a replaced disk), a plain pull refuses it, and
+// `pull --restore` brings every object back byte-exact with the policy,
+// whatever the journal recorded, makes the sentinel again, and the next
+// mirror pass deletes nothing and sends nothing back.
+func TestPullRestore(t *testing.T) {
+	st := sharedStore(t, storeMinIO)
+	ms := newMirrorSetup(t, st, setupOpts{outside: true, mutate: func(c *testConfig) {
+		c.Mirrors[0].Remove = true
+	}})
+	files := map[string][]byte{
+		"a.txt":          []byte("alpha\n"),
+		"deep/dir/b.bin": payload(200000, 61),
+		"c.txt":          []byte("gamma\n"),
+	}
+	for name, data := range files {
+		mustWrite(t, ms.local(name), data)
+	}
+	ms.mustMirror()
+
+	// the disk dies; a new, empty one is mounted in its place
+	entries, err := os.ReadDir(ms.m.Local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(ms.local(e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := ms.pullCLI()
+	if r.code != 2 || !strings.Contains(r.stderr, "sentinel") {
+		t.Fatalf("plain pull: want exit 2 naming the sentinel\n%s", r.cmdResult)
+	}
+	r = ms.pullCLI("--restore")
+	if r.code != 0 || !strings.Contains(r.stdout, "downloaded 3 ") {
+		t.Fatalf("pull --restore: want exit 0 and 3 downloads\n%s", r.cmdResult)
+	}
+	for name, data := range files {
+		checkFile(t, ms.local(name), data, 0o664, time.Time{})
+	}
+	if _, err := os.Lstat(ms.local(sentinelName)); err != nil {
+		t.Fatalf("no sentinel after the restore: %v", err)
+	}
+	if tf := tempFiles(t, ms.m.Local); len(tf) > 0 {
+		t.Errorf("temporary files left: %q", tf)
+	}
+	res := ms.mustMirror()
+	for _, l := range res.lines {
+		if l.msg() == "mirrored" && l.get("key") != ms.key(sentinelName) {
+			t.Errorf("the mirror pass after the restore changed the bucket: %s", l.raw)
+		}
+	}
+	ctx, cancel := s3ctx(t)
+	defer cancel()
+	for name, data := range files {
+		o, err := st.getObject(ctx, ms.bucket, ms.key(name))
+		if err != nil || o == nil || !bytes.Equal(o.data, data) {
+			t.Errorf("object %s after the restore and a pass: %v, %v", name, o, err)
+		}
+	}
+}

@@ -257,21 +257,8 @@ func (m *Mirror) prepareRoot(mp *mapping, sub string, rs *rootState) error {
 		return nil
 	}
 	if sub == "" && rs.empty && !rs.sentinelMade {
-		p := filepath.Join(mp.root, SentinelName)
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		switch {
-		case err == nil:
-			_, err = f.WriteString(sentinelText)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("create sentinel %s: %w", p, err)
-			}
-			mp.log.Info("created the local root's sentinel", "path", p)
-		case errors.Is(err, fs.ErrExist):
-		default:
-			return fmt.Errorf("create sentinel %s: %w", p, err)
+		if err := writeSentinel(mp); err != nil {
+			return err
 		}
 		rs.sentinel, rs.sentinelMade = true, true
 		if err := m.j.update(mp.name, func(t *mtx) error {
@@ -291,6 +278,28 @@ func (m *Mirror) prepareRoot(mp *mapping, sub string, rs *rootState) error {
 		}
 		rs.hasDev, rs.recordedDev = true, rs.dev
 	}
+	return nil
+}
+
+// writeSentinel creates the sentinel in the mapping's local root, unless
+// it is there.
+func writeSentinel(mp *mapping) error {
+	p := filepath.Join(mp.root, SentinelName)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("create sentinel %s: %w", p, err)
+	}
+	_, err = f.WriteString(sentinelText)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("create sentinel %s: %w", p, err)
+	}
+	mp.log.Info("created the local root's sentinel", "path", p)
 	return nil
 }
 

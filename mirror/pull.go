@@ -48,6 +48,14 @@ type PullOptions struct {
 	Lock func(ctx context.Context, tree, holder string) (release func(), err error)
 	// Workers is how many downloads run at once. Default 4.
 	Workers int
+	// Restore is for a local tree that was lost (a replaced disk): the
+	// journal's records of local files and deletions no longer hold, so
+	// every object without a local file is downloaded, and a root
+	// without its sentinel or on another device is accepted (the guards
+	// against an empty mount point stand aside: the operator says the
+	// tree is new). After a restore without failures the sentinel is
+	// made again.
+	Restore bool
 }
 
 const defaultPullWorkers = 4
@@ -173,6 +181,8 @@ func (p *Puller) mapping(ctx context.Context, mp *mapping) (r PullResult) {
 	case g != nil:
 		r.Err = fmt.Errorf("pull refused: %w", g)
 		return r
+	case p.opts.Restore:
+		mp.log.Info("restore: the journal's records of local files and deletions are not used", "sentinel", rs.sentinel, "device_changed", rs.devChanged())
 	case rs.sentinelMade && !rs.sentinel:
 		r.Err = fmt.Errorf("pull refused: %w", sentinelGuard(mp))
 		return r
@@ -241,6 +251,11 @@ func (p *Puller) mapping(ctx context.Context, mp *mapping) (r PullResult) {
 			r.Err = fmt.Errorf("journal %s: %w", mp.name, err)
 		}
 	}
+	if p.opts.Restore && !p.opts.DryRun && r.Err == nil && r.Failed == 0 && !rs.sentinel {
+		if err := writeSentinel(mp); err != nil {
+			r.Err = err
+		}
+	}
 	return r
 }
 
@@ -292,7 +307,7 @@ func (run *pullRun) plan(ctx context.Context, jobs chan<- pullJob) error {
 		switch {
 		case lok && l.rel == rel:
 			run.compare(rel, l, rec, o)
-		case tok && t.k == rel, rec != nil:
+		case !p.opts.Restore && (tok && t.k == rel || rec != nil):
 			// a tombstone, or a record whose file is gone: deleted locally
 			run.count(func(r *PullResult) { r.DeletedLocally++ })
 		case unsafeRel(rel) != "":
