@@ -1,17 +1,22 @@
 package storage
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Policy is how everything ftpgate writes is created. The conf package fills
@@ -147,6 +152,7 @@ func open(root string, pol Policy, boot [16]byte, now func() time.Time) (*Root, 
 		osr.Close()
 		return nil, err
 	}
+	r.probeTmpfile()
 	if err := r.openLog(boot); err != nil {
 		r.reg.close()
 		osr.Close()
@@ -392,6 +398,48 @@ func (r *Root) acquire(key string) bool {
 	}
 	r.active[key] = struct{}{}
 	return true
+}
+
+// linkTmpfile gives the O_TMPFILE fd the name in the directory dfd
+// (EEXIST when taken). linkat with AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH
+// before Linux 6.10; without it the link goes through /proc/self/fd.
+func (r *Root) linkTmpfile(fd, dfd int, name string) error {
+	if !r.noEmptyPath.Load() {
+		err := linkEmptyPath(fd, dfd, name)
+		if err != unix.ENOENT && err != unix.EPERM {
+			return err
+		}
+		r.noEmptyPath.Store(true)
+	}
+	return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dfd, name, unix.AT_SYMLINK_FOLLOW)
+}
+
+// probeTmpfile finds out once whether parts can be anonymous: an
+// O_TMPFILE in the root that can be linked to a name (a part name, which
+// listings and the mirror ignore, removed at once). Where either step
+// fails, every part is named from the start.
+func (r *Root) probeTmpfile() {
+	d, err := os.Open(r.root.Name())
+	if err != nil {
+		r.noTmpfile.Store(true)
+		return
+	}
+	defer d.Close()
+	dfd := int(d.Fd())
+	fd, err := openTmpfile(dfd)
+	if err != nil {
+		r.noTmpfile.Store(true)
+		return
+	}
+	defer unix.Close(fd)
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	name := PartPrefix + "probe-" + hex.EncodeToString(rnd[:])
+	if err := r.linkTmpfile(fd, dfd, name); err != nil {
+		r.noTmpfile.Store(true)
+		return
+	}
+	_ = unix.Unlinkat(dfd, name, 0)
 }
 
 func (r *Root) release(key string) {

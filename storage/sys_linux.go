@@ -73,3 +73,14 @@ func memoryFS(fd int) (bool, error) {
 
 // statCtime is st's change time in ns.
 func statCtime(st *syscall.Stat_t) int64 { return st.Ctim.Nano() }
+
+// openTmpfile opens a new file without a name in the directory dfd
+// (O_TMPFILE), mode 0600.
+func openTmpfile(dfd int) (int, error) {
+	return openat(dfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+}
+
+// linkEmptyPath links the file fd itself to name in dfd.
+func linkEmptyPath(fd, dfd int, name string) error {
+	return unix.Linkat(fd, "", dfd, name, unix.AT_EMPTY_PATH)
+}

@@ -39,3 +39,9 @@ func memoryFS(int) (bool, error) { return false, nil }
 
 // statCtime is st's change time in ns.
 func statCtime(st *syscall.Stat_t) int64 { return st.Ctimespec.Nano() }
+
+// openTmpfile: O_TMPFILE is Linux-only; parts are named.
+func openTmpfile(int) (int, error) { return -1, unix.EOPNOTSUPP }
+
+// linkEmptyPath is Linux-only.
+func linkEmptyPath(int, int, string) error { return unix.ENOENT }

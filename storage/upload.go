@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -60,6 +59,8 @@ type Upload struct {
 	finalExists, hadPart bool
 	// held is the directory, kept open while the part is anonymous.
 	held *os.File
+	// nameTried: nameAnon ran (once per upload, even if it failed).
+	nameTried bool
 
 	// Writeback: [wbPrev, wbNext) has been started and not yet waited
 	// for; from wbNext on nothing has been started. wbWait: wait for the
@@ -187,6 +188,7 @@ func (u *Upload) releaseDir() {
 // resume even after the daemon was killed, and the sweep knows it. On
 // failure the part stays anonymous; the upload goes on.
 func (u *Upload) nameAnon() {
+	u.nameTried = true
 	d, done, err := u.dirFile()
 	if err != nil {
 		return
@@ -360,7 +362,7 @@ func (u *Upload) createAnon(d *os.File) error {
 		return errNoTmpfile
 	}
 	err := control(d, func(dfd int) error {
-		fd, err := openat(dfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+		fd, err := openTmpfile(dfd)
 		if err != nil {
 			return err
 		}
@@ -382,16 +384,7 @@ func (u *Upload) createAnon(d *os.File) error {
 // is taken. linkat with AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (before
 // Linux 6.10), so without it the link goes through /proc/self/fd.
 func (u *Upload) linkAnon(dfd int, name string) error {
-	r := u.fs.r
-	fd := int(u.f.Fd())
-	if !r.noEmptyPath.Load() {
-		err := unix.Linkat(fd, "", dfd, name, unix.AT_EMPTY_PATH)
-		if err != unix.ENOENT && err != unix.EPERM {
-			return err
-		}
-		r.noEmptyPath.Store(true)
-	}
-	return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dfd, name, unix.AT_SYMLINK_FOLLOW)
+	return u.fs.r.linkTmpfile(int(u.f.Fd()), dfd, name)
 }
 
 // linkPart gives the anonymous part the part's name, replacing an old
@@ -555,7 +548,7 @@ func (u *Upload) write(p []byte) (int, error) {
 	if err != nil {
 		return n, u.fs.fail("write", u.virt, err)
 	}
-	if u.anon && u.off >= recvChunk {
+	if u.anon && !u.nameTried && u.off >= recvChunk {
 		u.nameAnon()
 	}
 	if u.wb && u.off-u.wbNext >= writebackChunk {
