@@ -742,9 +742,18 @@ func (u *Upload) Commit() (Result, error) {
 	}
 	defer done()
 	var dir dirID
+	anon := u.anon
 	err = control(d, func(dfd int) error {
 		if err := u.publish(dfd); err != nil {
 			return err
+		}
+		if anon && r.pol.Fsync {
+			// The fsync above wrote the inode with no link: write it
+			// again with the one the name gives it, which a filesystem
+			// without a journal does not do for the directory's fsync.
+			if err := u.f.Sync(); err != nil {
+				return err
+			}
 		}
 		if r.pol.Fsync {
 			var st unix.Stat_t
