@@ -596,3 +596,38 @@ func TestCommitLogResizeKeepsOldHeader(t *testing.T) {
 		t.Fatalf("Recovery = %+v", rec)
 	}
 }
+
+// A state directory on tmpfs would not keep the log across the reboot it
+// is for: the log is off, with the reason, and uploads are fsynced in
+// place. /dev/shm is a tmpfs on every Linux this runs on.
+func TestCommitLogOffOnTmpfs(t *testing.T) {
+	state, err := os.MkdirTemp("/dev/shm", "ftpgate-state-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(state) })
+	d, err := os.Open(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := memoryFS(int(d.Fd()))
+	d.Close()
+	if err != nil || !mem {
+		t.Fatalf("/dev/shm: tmpfs %v, %v; the test needs it on tmpfs", mem, err)
+	}
+	e := newEnv(t, func(p *Policy) {
+		p.Fsync, p.CommitLog, p.StateDir = true, MinCommitLog, state
+	})
+	rec := e.root.Recovery()
+	if rec.Enabled || !strings.Contains(rec.Reason, "tmpfs") {
+		t.Fatalf("Recovery = %+v; want the log off because of tmpfs", rec)
+	}
+	if _, err := os.Stat(filepath.Join(state, logName)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("commit.log on tmpfs: %v", err)
+	}
+	f := e.jail(".", "admin", false)
+	put(t, f, "/a.txt", "alpha")
+	if got := e.read("a.txt"); got != "alpha" {
+		t.Fatalf("a.txt = %q", got)
+	}
+}
