@@ -250,13 +250,15 @@ func (m *Mirror) pass(ctx context.Context, mp *mapping, sub, trigger string, sum
 	return p.deletions(rs, walk.err())
 }
 
-// prepareRoot creates the sentinel in the first pass of a mapping with an
-// empty journal, and records the root's device when none is recorded.
+// prepareRoot creates the sentinel in the first pass of a mapping (the
+// journal says none was made; it may already hold records of uploads the
+// FTP server announced before that pass), and records the root's device
+// when none is recorded.
 func (m *Mirror) prepareRoot(mp *mapping, sub string, rs *rootState) error {
 	if m.opts.DryRun {
 		return nil
 	}
-	if sub == "" && rs.empty && !rs.sentinelMade {
+	if sub == "" && !rs.sentinelMade {
 		if err := writeSentinel(mp); err != nil {
 			return err
 		}

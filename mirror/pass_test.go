@@ -429,3 +429,29 @@ func TestPassOneShotLogLines(t *testing.T) {
 		}
 	})
 }
+
+// The first pass creates the sentinel even when the journal already holds
+// records: an upload the FTP server announced before that pass (at
+// start-up) is mirrored first. Otherwise the mapping would refuse every
+// deletion for good.
+func TestSentinelAfterAnnouncedUpload(t *testing.T) {
+	h := newHarness(t, Options{}, nil)
+	h.write("early.txt", "early", t0)
+	if err := h.m.j.update("m", func(x *mtx) error {
+		return x.putFile("early.txt", fileRecord{size: 5, mtime: t0.UnixNano()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if s := h.pass(); s.Err != nil || s.Guard != nil {
+		t.Fatalf("first pass: %+v\n%s", s, h.logs)
+	}
+	if _, err := os.Stat(filepath.Join(h.root, SentinelName)); err != nil {
+		t.Fatalf("sentinel not created: %v\n%s", err, h.logs)
+	}
+	if err := os.Remove(h.abs("early.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if s := h.pass(); s.Guard != nil || s.Err != nil {
+		t.Fatalf("a deletion after the first pass: %+v\n%s", s, h.logs)
+	}
+}
