@@ -710,3 +710,31 @@ func TestIPv6(t *testing.T) {
 	}
 	checkUpload(t, s, admin, "v6.bin", data)
 }
+
+// TestPassivePortReused: a data connection that arrived for a transfer the
+// server then refused must not cost the next transfer its own. With two
+// passive ports an EPSV reserves the same port as the one before for the
+// same address half the time, and closing the refused transfer's
+// reservation (ftpserverlib releases by address) used to cancel the next
+// one, whose RETR then timed out. (With a single port, the next EPSV can
+// find the port still reserved while the refused transfer's connection is
+// on its way: 421, which a range of one port makes likely.)
+func TestPassivePortReused(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, func(c *testConfig) {
+		lo, _ := strconv.Atoi(strings.SplitN(freePassiveRange(t), "-", 2)[0])
+		c.PassivePorts = fmt.Sprintf("%d-%d", lo, lo+1)
+		c.addUser("up1", "uploader", "")
+	})
+	up := s.cfg.user("up1")
+	mustWrite(t, s.path(up, "own.txt"), []byte("mine\n"))
+	rc := s.rawLogin(up)
+	for range 8 {
+		if r := rc.store("STOR", "no-such-dir/x.txt", []byte("x")); r.code < 500 {
+			t.Fatalf("STOR no-such-dir/x.txt: %v, want 5xx", r)
+		}
+		if got, r := rc.retr("own.txt"); r.code != 226 || string(got) != "mine\n" {
+			t.Fatalf("RETR after a refused STOR on the same passive port: %v %q", r, got)
+		}
+	}
+}

@@ -272,19 +272,36 @@ func (l *passiveListener) Accept() (net.Conn, error) {
 }
 
 // Close cancels the reservation if it is still waiting for its
-// connection. Once it has handed one over it is left alone: ftpserverlib
-// v0.32.3 releases a reservation by address, not by identity, so closing
-// it at the end of the transfer would cancel whatever reservation the same
-// address holds on the port by then, that of another of its sessions (lftp
-// mirror -P4 opens four), whose data connection would then be refused.
-// (A transfer abandoned between the connection's arrival and its Accept
-// still closes the reservation, a narrow window of the same kind.)
+// connection. ftpserverlib v0.32.3 releases a reservation by address, not
+// by identity, so closing one that has already been given its connection
+// would cancel whatever reservation the same address holds on the port by
+// then: that of another of its sessions (lftp mirror -P4 opens four), or
+// that of the same session's next PASV/EPSV, which ftpserverlib makes
+// before it closes the previous transfer. Its data connection would then
+// be refused. So a reservation that handed a connection over is left
+// alone, and one whose connection arrived for a transfer the server then
+// refused (a STOR to a bad path) is drained instead of closed: its
+// connection is taken with a short deadline and closed.
 func (l *passiveListener) Close() error {
 	if l.handedOver.Load() {
 		return nil
 	}
+	if _, plain := l.Listener.(*net.TCPListener); !plain {
+		if ds, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok {
+			if ds.SetDeadline(time.Now().Add(drainWait)) == nil {
+				if c, err := l.Listener.Accept(); err == nil {
+					l.handedOver.Store(true)
+					return c.Close()
+				}
+			}
+		}
+	}
 	return l.Listener.Close()
 }
+
+// drainWait is how long Close looks for a connection that arrived for a
+// reservation nobody accepted: one that arrived is already queued.
+const drainWait = time.Millisecond
 
 // passivePorts picks PASV/EPSV ports at random in [start, end], as
 // ftpserverlib's PortRange does, from math/rand/v2's per-thread ChaCha8
