@@ -4,24 +4,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/dustin/go-humanize"
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
+
+	"ftpgate/meter"
 )
 
-// Progress report intervals.
-const (
-	barEvery = 200 * time.Millisecond
-	logEvery = 5 * time.Second
-)
-
-// progress reports a one-shot pass as it goes: a progress bar on a
-// terminal, else a log line every 5 seconds. A nil *progress reports
-// nothing; its methods are safe for concurrent use.
+// progress reports a one-shot pass as it goes (see package meter). A nil
+// *progress reports nothing; its methods are safe for concurrent use.
 type progress struct {
 	mu       sync.Mutex
 	mapping  string
@@ -33,44 +25,17 @@ type progress struct {
 	deleted  int
 	failed   int
 
-	bar  *progressbar.ProgressBar
-	log  *slog.Logger
-	quit chan struct{}
-	wg   sync.WaitGroup
+	m *meter.Meter
 }
 
 // newProgress starts reporting to w; nil when w is nil. every is the log
-// interval, logEvery when 0.
+// interval, meter.LogEvery when 0.
 func newProgress(w io.Writer, log *slog.Logger, every time.Duration) *progress {
 	if w == nil {
 		return nil
 	}
-	p := &progress{log: log, quit: make(chan struct{})}
-	if every <= 0 {
-		every = logEvery
-	}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.bar = progressbar.NewOptions64(-1,
-			progressbar.OptionSetWriter(w),
-			progressbar.OptionSetSpinnerChangeInterval(0),
-			progressbar.OptionSetRenderBlankState(true),
-			progressbar.OptionClearOnFinish(),
-			progressbar.OptionSetDescription("mirror: starting"),
-		)
-		every = barEvery
-	}
-	p.wg.Go(func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-p.quit:
-				return
-			case <-t.C:
-				p.report()
-			}
-		}
-	})
+	p := &progress{}
+	p.m = meter.Start(w, log, "mirror progress", "mirror: starting", every, p.status)
 	return p
 }
 
@@ -112,20 +77,16 @@ func (p *progress) done(o outcome) {
 	}
 }
 
-func (p *progress) report() {
+func (p *progress) status() meter.Status {
 	p.mu.Lock()
-	line := fmt.Sprintf("%s: %d files scanned, %d uploaded (%s), %d copied, %d deleted, %d failed",
-		p.mapping, p.scanned, p.uploaded, humanize.IBytes(uint64(p.bytes)), p.copied, p.deleted, p.failed)
-	args := []any{"mapping", p.mapping, "files", p.scanned, "uploaded", p.uploaded, "bytes", p.bytes,
-		"copied", p.copied, "deleted", p.deleted, "failed", p.failed}
-	finished := p.finished
-	p.mu.Unlock()
-	if p.bar != nil {
-		p.bar.Describe(line)
-		_ = p.bar.Set(finished)
-		return
+	defer p.mu.Unlock()
+	return meter.Status{
+		Line: fmt.Sprintf("%s: %d files scanned, %d uploaded (%s), %d copied, %d deleted, %d failed",
+			p.mapping, p.scanned, p.uploaded, humanize.IBytes(uint64(p.bytes)), p.copied, p.deleted, p.failed),
+		Count: int64(p.finished),
+		Args: []any{"mapping", p.mapping, "files", p.scanned, "uploaded", p.uploaded, "bytes", p.bytes,
+			"copied", p.copied, "deleted", p.deleted, "failed", p.failed},
 	}
-	p.log.Info("mirror progress", args...)
 }
 
 // stop ends the reports.
@@ -133,9 +94,5 @@ func (p *progress) stop() {
 	if p == nil {
 		return
 	}
-	close(p.quit)
-	p.wg.Wait()
-	if p.bar != nil {
-		_ = p.bar.Finish()
-	}
+	p.m.Stop()
 }

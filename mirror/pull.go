@@ -217,7 +217,7 @@ func (p *Puller) mapping(ctx context.Context, mp *mapping) (r PullResult) {
 		return fmt.Sprintf("pull %s: %d downloaded (%d bytes)", mp.name, n, b),
 			[]any{"mapping", mp.name, "downloaded", n, "bytes", b}
 	})
-	defer m.stop()
+	defer m.Stop()
 
 	jobs := make(chan pullJob)
 	var wg sync.WaitGroup

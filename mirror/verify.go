@@ -212,7 +212,7 @@ func (v *Verifier) mapping(ctx context.Context, mp *mapping, emit func(VerifyEnt
 		return fmt.Sprintf("verify %s: %d keys, %d differ", mp.name, k, d),
 			[]any{"mapping", mp.name, "keys", k, "drift", d}
 	})
-	defer m.stop()
+	defer m.Stop()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

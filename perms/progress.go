@@ -4,14 +4,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dustin/go-humanize"
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
+
+	"ftpgate/meter"
 )
 
 // counters are the running totals of a run: written by the walk, read by
@@ -64,21 +63,12 @@ func (c *counters) fill(r *Result) {
 	c.mu.Unlock()
 }
 
-// Progress report intervals.
-const (
-	barEvery = 200 * time.Millisecond
-	logEvery = 5 * time.Second
-)
-
-// progress reports a run as it goes: a progress bar on a terminal, else a
-// log line every few seconds. A nil *progress reports nothing.
+// progress reports a run as it goes (see package meter). A nil *progress
+// reports nothing.
 type progress struct {
 	mode Mode
 	c    *counters
-	bar  *progressbar.ProgressBar
-	log  *slog.Logger
-	quit chan struct{}
-	wg   sync.WaitGroup
+	m    *meter.Meter
 }
 
 // newProgress starts reporting to w; nil when w is nil.
@@ -86,49 +76,24 @@ func newProgress(w io.Writer, log *slog.Logger, every time.Duration, mode Mode, 
 	if w == nil {
 		return nil
 	}
-	p := &progress{mode: mode, c: c, log: log, quit: make(chan struct{})}
-	if every <= 0 {
-		every = logEvery
-	}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.bar = progressbar.NewOptions64(-1,
-			progressbar.OptionSetWriter(w),
-			progressbar.OptionSetSpinnerChangeInterval(0),
-			progressbar.OptionSetRenderBlankState(true),
-			progressbar.OptionClearOnFinish(),
-			progressbar.OptionSetDescription("perms "+mode.String()+": starting"),
-		)
-		every = barEvery
-	}
-	p.wg.Go(func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-p.quit:
-				return
-			case <-t.C:
-				p.report()
-			}
-		}
-	})
+	p := &progress{mode: mode, c: c}
+	p.m = meter.Start(w, log, "perms progress", "perms "+mode.String()+": starting", every, p.status)
 	return p
 }
 
-func (p *progress) report() {
+func (p *progress) status() meter.Status {
 	r := p.c.snapshot()
 	p.c.mu.Lock()
 	tree := p.c.tree
 	p.c.mu.Unlock()
-	if p.bar != nil {
-		p.bar.Describe(fmt.Sprintf("perms %s %s: %s checked, %s deviations, %s fixed, %s errors",
+	return meter.Status{
+		Line: fmt.Sprintf("perms %s %s: %s checked, %s deviations, %s fixed, %s errors",
 			p.mode, tree, humanize.Comma(int64(r.Checked)), humanize.Comma(int64(r.Deviations)),
-			humanize.Comma(int64(r.Fixed)), humanize.Comma(int64(r.Errors))))
-		_ = p.bar.Set(r.Checked)
-		return
+			humanize.Comma(int64(r.Fixed)), humanize.Comma(int64(r.Errors))),
+		Count: int64(r.Checked),
+		Args: []any{"mode", p.mode.String(), "path", tree, "checked", r.Checked,
+			"deviations", r.Deviations, "fixed", r.Fixed, "errors", r.Errors},
 	}
-	p.log.Info("perms progress", "mode", p.mode.String(), "path", tree, "checked", r.Checked,
-		"deviations", r.Deviations, "fixed", r.Fixed, "errors", r.Errors)
 }
 
 // stop ends the reports.
@@ -136,9 +101,5 @@ func (p *progress) stop() {
 	if p == nil {
 		return
 	}
-	close(p.quit)
-	p.wg.Wait()
-	if p.bar != nil {
-		_ = p.bar.Finish()
-	}
+	p.m.Stop()
 }
