@@ -548,9 +548,7 @@ notes:
     downloads read a file that was uploaded moments before, i.e. from memory, for both.
   - Round 1 checks the SHA-256 of the upload and the download; every round checks sizes.
 `)
-	if r.busyStarts > 0 {
-		fmt.Fprintf(out, "\nWARNING: %d of %d timed transfers started while the CPUs were busy with something else;\nthe figures are noisy. Run again on a quiet machine.\n", r.busyStarts, r.timedStarts)
-	}
+	reportTail(out, nil, r.busyStarts, r.timedStarts, "transfers")
 	fmt.Fprintf(out, "\nreproduce: %s\n\n", reproduce(e.opts, "ftp"))
 	if missed > 0 {
 		return fmt.Errorf("ftp: %d of the goals: %w", missed, errGoalMissed)

@@ -572,15 +572,7 @@ notes:
     the Go heap and stacks. The goal is judged on both the peak and the steady figure.
 `)
 	}
-	if len(res.findings) > 0 {
-		fmt.Fprintf(out, "\nfindings:\n")
-		for _, f := range res.findings {
-			fmt.Fprintf(out, "  - %s\n", f)
-		}
-	}
-	if r.busyStarts > 0 {
-		fmt.Fprintf(out, "\nWARNING: %d of %d timed commands started while the CPUs were busy with something else;\nthe figures are noisy. Run again on a quiet machine.\n", r.busyStarts, r.timedStarts)
-	}
+	reportTail(out, res.findings, r.busyStarts, r.timedStarts, "commands")
 	repro := reproduce(e.opts, "mirror")
 	if e.opts.large {
 		repro = mirrorReproduce(e.opts)

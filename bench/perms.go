@@ -509,15 +509,7 @@ notes:
     the goals are judged on the wall time alone.
   - "new ctimes" counts the entries whose ctime differs after the leg: the inodes it wrote.
 `, filepath.Base(r.gateBin), runtime.GOMAXPROCS(0), permsOldScript, permsTunedScript)
-	if len(r.findings) > 0 {
-		fmt.Fprintf(out, "\nfindings:\n")
-		for _, f := range r.findings {
-			fmt.Fprintf(out, "  - %s\n", f)
-		}
-	}
-	if r.busyStarts > 0 {
-		fmt.Fprintf(out, "\nWARNING: %d of %d timed commands started while the CPUs were busy with something else;\nthe figures are noisy. Run again on a quiet machine.\n", r.busyStarts, r.timedStarts)
-	}
+	reportTail(out, r.findings, r.busyStarts, r.timedStarts, "commands")
 	fmt.Fprintf(out, "\nreproduce: %s\n\n", reproduce(e.opts, "perms"))
 	if missed > 0 || len(r.findings) > 0 {
 		return fmt.Errorf("perms: %d goals missed, %d findings: %w", missed, len(r.findings), errGoalMissed)

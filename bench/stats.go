@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -97,4 +98,19 @@ func formatSeries(xs []float64, unit string) string {
 		parts[i] = strconv.FormatFloat(x, 'f', 2, 64)
 	}
 	return strings.Join(parts, " ") + " " + unit
+}
+
+// reportTail prints what looked wrong during a run (findings) and, when
+// some timed commands started on a busy machine, a warning that the
+// figures are noisy; what names the timed things ("commands").
+func reportTail(out io.Writer, findings []string, busy, timed int, what string) {
+	if len(findings) > 0 {
+		fmt.Fprintf(out, "\nfindings:\n")
+		for _, f := range findings {
+			fmt.Fprintf(out, "  - %s\n", f)
+		}
+	}
+	if busy > 0 {
+		fmt.Fprintf(out, "\nWARNING: %d of %d timed %s started while the CPUs were busy with something else;\nthe figures are noisy. Run again on a quiet machine.\n", busy, timed, what)
+	}
 }

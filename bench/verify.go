@@ -224,9 +224,7 @@ func (r *mirrorRun) verifyReport(ctx context.Context, res verifyResults, load st
 	fmt.Fprintf(out, "raw: ftpgate size %s; rclone size %s; ftpgate cold %s; ftpgate warm %s; rclone md5 %s\n",
 		formatSeries(res.gateSize, "s"), formatSeries(res.rcloneSize, "s"), formatSeries(res.gateCold, "s"),
 		formatSeries(res.gateWarm, "s"), formatSeries(res.rcloneHash, "s"))
-	if r.busyStarts > 0 {
-		fmt.Fprintf(out, "\nWARNING: %d of %d timed commands started while the CPUs were busy with something else;\nthe figures are noisy. Run again on a quiet machine.\n", r.busyStarts, r.timedStarts)
-	}
+	reportTail(out, nil, r.busyStarts, r.timedStarts, "commands")
 	fmt.Fprintf(out, "\nreproduce: make bench-verify BENCH_FLAGS=\"-rounds %d\"\n\n", r.e.opts.rounds)
 	if missed || !warmOK {
 		return fmt.Errorf("verify: %w", errGoalMissed)

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"ftpgate/conf"
 )
 
@@ -54,17 +52,9 @@ func goldenTree(t *testing.T) (string, []conf.Perms) {
 	)
 	setAttrs(t, root, 0o2775, 0, gidFTP)
 	frozen := filepath.Join(root, "frozen.txt")
-	setImmutable(t, frozen, true)
-	t.Cleanup(func() { setImmutable(t, frozen, false) })
+	freeze(t, frozen)
 	mnt := filepath.Join(root, "mnt")
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
-		t.Fatalf("mount a tmpfs on %s: %v", mnt, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
+	mountTmpfs(t, mnt)
 	return root, []conf.Perms{
 		pol(root, group(gidFTP), fileMode(0o664), dirMode(fs.ModeSetgid|0o775), exclude("*.tmp")),
 		pol(filepath.Join(root, "minio"), owner(uidAlice), group(gidStaff), fileMode(0o640), dirMode(0o750)),

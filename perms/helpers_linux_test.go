@@ -324,3 +324,23 @@ func hasPrefixAny(p string, prefixes ...string) bool {
 	}
 	return false
 }
+
+// mountTmpfs mounts a small tmpfs (mode 0700) on dir for the test.
+func mountTmpfs(t *testing.T, dir string) {
+	t.Helper()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
+		t.Fatalf("mount a tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+}
+
+// freeze makes p immutable for the test.
+func freeze(t *testing.T, p string) {
+	t.Helper()
+	setImmutable(t, p, true)
+	t.Cleanup(func() { setImmutable(t, p, false) })
+}

@@ -373,14 +373,7 @@ func TestOtherFilesystemNotEntered(t *testing.T) {
 		file("a", 0o600, 0, 0),
 	)
 	mnt := filepath.Join(root, "mnt")
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
-		t.Fatalf("mount a tmpfs on %s: %v", mnt, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
+	mountTmpfs(t, mnt)
 	build(t, mnt, dir("d", 0o700, uidBob, 0), file("d/x", 0o600, uidBob, 0), file("y", 0o600, 0, 0))
 	before := snapshotTree(t, mnt)
 
@@ -531,8 +524,7 @@ func TestFixFailureIsReported(t *testing.T) {
 		file("other", 0o600, 0, 0),
 	)
 	frozen := filepath.Join(root, "frozen")
-	setImmutable(t, frozen, true)
-	t.Cleanup(func() { setImmutable(t, frozen, false) })
+	freeze(t, frozen)
 	n := newNormaliser(t, Options{}, pol(root, fileMode(0o644), dirMode(0o755)))
 	res, c := fix(t, n, false)
 	wantCounts(t, "fix", res, counts{Checked: 3, Deviations: 2, Fixed: 1, Errors: 1})

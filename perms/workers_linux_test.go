@@ -69,17 +69,9 @@ func workersTree(t *testing.T) (string, []conf.Perms) {
 	root := newTree(t, ents...)
 	setAttrs(t, root, 0o2775, 0, gidFTP)
 	frozen := filepath.Join(root, "d06/frozen")
-	setImmutable(t, frozen, true)
-	t.Cleanup(func() { setImmutable(t, frozen, false) })
+	freeze(t, frozen)
 	mnt := filepath.Join(root, "d07/mnt")
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m,mode=0700"); err != nil {
-		t.Fatalf("mount a tmpfs on %s: %v", mnt, err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
+	mountTmpfs(t, mnt)
 	return root, []conf.Perms{
 		pol(root, group(gidFTP), fileMode(0o664), dirMode(fs.ModeSetgid|0o775), exclude("cache")),
 		pol(filepath.Join(root, "minio"), owner(uidAlice), group(gidStaff), fileMode(0o640), dirMode(0o750)),
